@@ -1,0 +1,1 @@
+"""Pipeline authoring and publishing (models arrive with the SDK and REST issue)."""

@@ -1,0 +1,66 @@
+"""One shape for every API error: ``{"detail": "...", "fields": {"name": ["..."]}}``.
+
+``detail`` is a sentence a user can act on; ``fields`` (validation errors only) says where.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Nested DRF error details → {"a.b": ["msg", ...]}."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            for sub, messages in _flatten(value, name).items():
+                out.setdefault(sub, []).extend(messages)
+    elif isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            out.setdefault(prefix or "non_field_errors", []).extend(str(i) for i in detail)
+        else:
+            for index, item in enumerate(detail):
+                name = f"{prefix}[{index}]" if prefix else f"[{index}]"
+                for sub, messages in _flatten(item, name).items():
+                    out.setdefault(sub, []).extend(messages)
+    else:
+        out.setdefault(prefix or "non_field_errors", []).append(str(detail))
+    return out
+
+
+def _to_drf(exc: Exception) -> Exception:
+    if isinstance(exc, DjangoValidationError):
+        detail = (
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+        return exceptions.ValidationError(detail=detail)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied(detail=str(exc) or None)
+    if isinstance(exc, Http404):
+        return exceptions.NotFound(detail=str(exc) or None)
+    return exc
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    exc = _to_drf(exc)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        summary = "; ".join(
+            f"{name}: {' '.join(messages)}" if name != "non_field_errors" else " ".join(messages)
+            for name, messages in fields.items()
+        )
+        response.data = {"detail": f"Invalid input. {summary}", "fields": fields}
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"detail": str(response.data["detail"])}
+    return response

@@ -1,0 +1,1 @@
+"""Execution and tracking (models arrive with the execution engine issue)."""
