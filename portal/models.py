@@ -165,3 +165,59 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("The audit log is append-only.")
+
+
+class DatastoreKind(models.TextChoices):
+    LOCAL = "local", "Local folder"
+    AZURE_BLOB = "azure_blob", "Azure Blob container"
+
+
+class CredentialKind(models.TextChoices):
+    NONE = "", "None (local folder)"
+    PLATFORM = "platform", "The platform's storage account"
+    ACCOUNT_KEY = "account_key", "Account key"
+    SAS_TOKEN = "sas_token", "SAS token"
+    CONNECTION_STRING = "connection_string", "Connection string"
+
+
+FILESTORE = "workspacefilestore"
+BLOBSTORE = "workspaceblobstore"
+BUILTIN_DATASTORES = (FILESTORE, BLOBSTORE)
+
+
+class Datastore(models.Model):
+    """Named storage in a workspace. Credentials are encrypted (portal.lib.secrets_box) and
+    never leave the server."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="datastores")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=DatastoreKind.choices)
+    is_default = models.BooleanField(default=False)
+    builtin = models.BooleanField(default=False)
+    description = models.CharField(max_length=500, blank=True)
+    container_name = models.CharField(max_length=63, blank=True)
+    account_name = models.CharField(max_length=64, blank=True)
+    endpoint = models.URLField(max_length=300, blank=True)
+    credential_kind = models.CharField(
+        max_length=20, choices=CredentialKind.choices, blank=True, default=""
+    )
+    sealed_credentials = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="datastore_name_unique"),
+            models.UniqueConstraint(
+                fields=["workspace"],
+                condition=models.Q(is_default=True),
+                name="one_default_datastore",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -6,18 +6,34 @@ fault; the API and the pages turn them into 400 responses and form errors.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from portal.datastores import builtin_blobstore_fields, storage_for
+from portal.lib.secrets_box import seal
 from portal.lib.tokens import digest_token, display_prefix, generate_token
-from portal.models import ApiToken, AuditEvent, Membership, Role, Workspace
+from portal.models import (
+    BLOBSTORE,
+    FILESTORE,
+    ApiToken,
+    AuditEvent,
+    CredentialKind,
+    Datastore,
+    DatastoreKind,
+    Membership,
+    Role,
+    Workspace,
+)
+from portal.storage import StorageError, clean_path
 
 RESERVED_SLUGS = {"new", "api", "admin", "static", "login", "logout", "w", "ws"}
 
@@ -117,6 +133,7 @@ def create_workspace(
                 name=name, slug=slug, description=description or "", created_by=actor.user
             )
             Membership.objects.create(workspace=workspace, user=actor.user, role=Role.OWNER)
+            _create_builtin_datastores(workspace)
             record_event(actor=actor, workspace=workspace, verb="workspace.create", obj=workspace)
     except IntegrityError:
         # Lost a race with a concurrent create of the same slug.
@@ -317,3 +334,225 @@ def revoke_token(*, actor: Actor, token: ApiToken) -> ApiToken:
             data={"owner": token.user.get_username()},
         )
     return token
+
+
+# --- Datastores -----------------------------------------------------------------------------
+
+DATASTORE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+
+
+def _create_builtin_datastores(workspace: Workspace) -> None:
+    Datastore.objects.create(
+        workspace=workspace,
+        name=FILESTORE,
+        kind=DatastoreKind.LOCAL,
+        builtin=True,
+        is_default=True,
+        description="Files on the server's disk.",
+    )
+    Datastore.objects.create(
+        workspace=workspace,
+        name=BLOBSTORE,
+        builtin=True,
+        description="The workspace's blob store.",
+        **builtin_blobstore_fields(workspace),
+    )
+
+
+def register_datastore(
+    *,
+    actor: Actor,
+    workspace: Workspace,
+    name: str,
+    container_name: str,
+    account_name: str = "",
+    account_key: str = "",
+    sas_token: str = "",
+    connection_string: str = "",
+    endpoint: str = "",
+    description: str = "",
+    overwrite: bool = False,
+) -> Datastore:
+    """Register an Azure Blob container as a datastore, after checking that the credentials
+    reach it. Credentials are stored encrypted and never returned.
+
+    Raises:
+        ValidationError: a bad name or credentials, or the storage service refused (its reason
+            is in the message); nothing is stored then.
+    """
+    if not isinstance(name, str) or not DATASTORE_NAME.match(name):
+        raise ValidationError(
+            {
+                "name": "Use letters, digits and underscores (not starting with a digit), "
+                "at most 255 characters."
+            }
+        )
+    if not CONTAINER_NAME.match(container_name or ""):
+        raise ValidationError(
+            {
+                "container_name": "An Azure container name has 3-63 lowercase letters, digits and "
+                "single hyphens, starting and ending with a letter or digit."
+            }
+        )
+    given = {
+        k: v
+        for k, v in (
+            (CredentialKind.ACCOUNT_KEY, account_key),
+            (CredentialKind.SAS_TOKEN, sas_token),
+            (CredentialKind.CONNECTION_STRING, connection_string),
+        )
+        if v
+    }
+    if len(given) != 1:
+        raise ValidationError(
+            {"credentials": "Give exactly one of account_key, sas_token or connection_string."}
+        )
+    kind, secret = next(iter(given.items()))
+    if kind != CredentialKind.CONNECTION_STRING and not ACCOUNT_NAME.match(account_name or ""):
+        raise ValidationError(
+            {"account_name": "An Azure storage account name has 3-24 lowercase letters and digits."}
+        )
+    existing = Datastore.objects.filter(workspace=workspace, name=name).first()
+    if existing is not None and (existing.builtin or not overwrite):
+        raise ValidationError(
+            {
+                "name": f"A datastore named '{name}' already exists in this workspace."
+                + ("" if existing.builtin else " Pass overwrite=true to replace its registration.")
+            }
+        )
+    candidate = Datastore(
+        workspace=workspace,
+        name=name,
+        kind=DatastoreKind.AZURE_BLOB,
+        description=description,
+        container_name=container_name,
+        account_name=account_name,
+        endpoint=endpoint,
+        credential_kind=kind,
+        sealed_credentials=seal({str(kind): secret}),
+        created_by=actor.user,
+    )
+    # Check against the real service before anything is stored (outside the transaction:
+    # a network call must not hold database locks).
+    try:
+        storage_for(candidate).check()
+    except StorageError as exc:
+        raise ValidationError({"credentials": f"The storage service refused: {exc}"}) from None
+    with transaction.atomic():
+        if existing is not None:
+            candidate.pk = existing.pk
+            candidate.uuid = existing.uuid
+            candidate.is_default = existing.is_default
+            candidate.created_at = existing.created_at
+        candidate.save()
+        record_event(
+            actor=actor,
+            workspace=workspace,
+            verb="datastore.update" if existing else "datastore.register",
+            obj=candidate,
+            data={"container": container_name, "credential_kind": str(kind)},
+        )
+    return candidate
+
+
+@transaction.atomic
+def unregister_datastore(*, actor: Actor, datastore: Datastore) -> None:
+    """Forget a registered datastore (its files stay where they are)."""
+    if datastore.builtin:
+        raise ValidationError(
+            {"name": f"'{datastore.name}' comes with every workspace and cannot be unregistered."}
+        )
+    if datastore.is_default:
+        raise ValidationError(
+            {"name": f"'{datastore.name}' is the default datastore; make another default first."}
+        )
+    record_event(
+        actor=actor, workspace=datastore.workspace, verb="datastore.unregister", obj=datastore
+    )
+    datastore.delete()
+
+
+@transaction.atomic
+def set_default_datastore(*, actor: Actor, datastore: Datastore) -> Datastore:
+    """Make ``datastore`` the workspace's default (what get_default_datastore() returns)."""
+    if datastore.is_default:
+        return datastore
+    Datastore.objects.filter(workspace=datastore.workspace, is_default=True).update(
+        is_default=False
+    )
+    Datastore.objects.filter(pk=datastore.pk).update(is_default=True)
+    datastore.is_default = True
+    record_event(
+        actor=actor, workspace=datastore.workspace, verb="datastore.set_default", obj=datastore
+    )
+    return datastore
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"The upload is larger than the limit of {limit:,} bytes (MILLRACE_MAX_UPLOAD_BYTES)."
+        )
+        self.limit = limit
+
+
+class _Limited:
+    """Reads through to ``stream`` and fails once more than ``limit`` bytes went by."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self.count += len(data)
+        if self.count > self._limit:
+            raise UploadTooLarge(self._limit)
+        return data
+
+
+def upload_to_datastore(
+    *,
+    actor: Actor,
+    datastore: Datastore,
+    path: str,
+    stream: Any,
+    overwrite: bool = False,
+    length: int | None = None,
+) -> Any:
+    """Write one file, streamed, refusing more than MILLRACE_MAX_UPLOAD_BYTES.
+
+    Returns the storage Entry. Raises storage Conflict / InvalidPath, UploadTooLarge.
+    """
+    path = clean_path(path)
+    limit = settings.MILLRACE_MAX_UPLOAD_BYTES
+    if length is not None and length > limit:
+        raise UploadTooLarge(limit)
+    entry = storage_for(datastore).write(
+        path, _Limited(stream, limit), overwrite=overwrite, length=length
+    )
+    record_event(
+        actor=actor,
+        workspace=datastore.workspace,
+        verb="datastore.upload",
+        obj=datastore,
+        data={"path": path, "size": entry.size, "overwrite": overwrite},
+    )
+    return entry
+
+
+def delete_datastore_path(*, actor: Actor, datastore: Datastore, path: str) -> int:
+    """Delete a file, or a folder and everything below it. Returns how many files went."""
+    path = clean_path(path)
+    count = storage_for(datastore).delete(path)
+    record_event(
+        actor=actor,
+        workspace=datastore.workspace,
+        verb="datastore.delete_path",
+        obj=datastore,
+        data={"path": path, "files": count},
+    )
+    return count

@@ -165,7 +165,11 @@ SPECTACULAR_SETTINGS = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # socket_timeout=None: redis-py 8 defaults it to 5 s, the same as the layer's blocking
+        # BZPOPMIN, so every idle consumer died with "Timeout reading from ..." after 5 s; with a
+        # timeout set, redis-py also wraps each write in asyncio.wait_for, which on Python 3.11
+        # can swallow a consumer's cancellation (its socket then lingers after disconnect).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
     }
 }
 
@@ -178,6 +182,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
+
+MILLRACE_CREDENTIALS_KEY = env_secret("MILLRACE_CREDENTIALS_KEY", "")
+# Each workspace's `workspaceblobstore` lives in its own container of this account when set;
+# otherwise it is a local folder like `workspacefilestore`.
+MILLRACE_AZURE_STORAGE_CONNECTION_STRING = env_secret("MILLRACE_AZURE_STORAGE_CONNECTION_STRING", "")
+MILLRACE_MAX_UPLOAD_BYTES = env_int(
+    "MILLRACE_MAX_UPLOAD_BYTES", 20 * 1024**3, minimum=1, maximum=5 * 1024**4
+)
+# Multipart uploads spool to disk past this size, so a big upload never sits in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MILLRACE_MAX_FILES_PER_UPLOAD", 1000, minimum=1)
 
 MILLRACE_TOKEN_LAST_USED_RESOLUTION = env_int(
     "MILLRACE_TOKEN_LAST_USED_RESOLUTION", 60, minimum=0, maximum=86400

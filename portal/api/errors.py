@@ -36,7 +36,36 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = 413
+
+
+class StorageFailed(exceptions.APIException):
+    status_code = 502
+
+
+class ConflictError(exceptions.APIException):
+    status_code = 409
+
+
 def _to_drf(exc: Exception) -> Exception:
+    # Imported here: the storage package must stay importable without DRF.
+    from portal.lib.secrets_box import CredentialsUnreadable
+    from portal.services import UploadTooLarge
+    from portal.storage import Conflict, InvalidPath, NotFound, StorageError
+
+    if isinstance(exc, InvalidPath):
+        return exceptions.ValidationError({"path": [str(exc)]})
+    if isinstance(exc, NotFound):
+        return exceptions.NotFound(str(exc))
+    if isinstance(exc, Conflict):
+        return ConflictError(str(exc))
+    if isinstance(exc, UploadTooLarge):
+        return PayloadTooLarge(str(exc))
+    if isinstance(exc, StorageError):
+        return StorageFailed(f"The storage service failed: {exc}")
+    if isinstance(exc, CredentialsUnreadable):
+        return ConflictError(str(exc))
     if isinstance(exc, DjangoValidationError):
         detail = (
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -50,6 +79,9 @@ def _to_drf(exc: Exception) -> Exception:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    from portal.storage import Conflict
+
+    original = exc
     exc = _to_drf(exc)
     response = exception_handler(exc, context)
     if response is None:
@@ -63,4 +95,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response.data = {"detail": f"Invalid input. {summary}", "fields": fields}
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"detail": str(response.data["detail"])}
+    if isinstance(original, Conflict):
+        response.data["path"] = original.path
     return response

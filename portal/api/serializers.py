@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from portal.models import ApiToken, AuditEvent, Membership, Role, Workspace
+from portal.datastores import describe_backing
+from portal.models import ApiToken, AuditEvent, Datastore, Membership, Role, Workspace
 
 
 class StrictSerializer(serializers.Serializer):
@@ -125,3 +126,77 @@ class MeSerializer(serializers.Serializer):
     full_name = serializers.CharField()
     token = TokenSerializer(allow_null=True)
     workspaces = WorkspaceSerializer(many=True)
+
+
+class DatastoreSerializer(serializers.ModelSerializer):
+    """A datastore as the API shows it: never any credential."""
+
+    id = serializers.UUIDField(source="uuid", read_only=True)
+    backing = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Datastore
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "is_default",
+            "builtin",
+            "description",
+            "container_name",
+            "account_name",
+            "endpoint",
+            "credential_kind",
+            "backing",
+            "created_at",
+        ]
+
+    def get_backing(self, datastore: Datastore) -> str:
+        return describe_backing(datastore)
+
+
+class DatastoreRegisterSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=255)
+    container_name = serializers.CharField(max_length=63)
+    account_name = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    account_key = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, write_only=True
+    )
+    sas_token = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, write_only=True
+    )
+    connection_string = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, write_only=True
+    )
+    endpoint = serializers.URLField(max_length=300, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    overwrite = serializers.BooleanField(required=False, default=False)
+
+
+class DatastoreUpdateSerializer(StrictSerializer):
+    is_default = serializers.BooleanField()
+
+    def validate_is_default(self, value: bool) -> bool:
+        if not value:
+            raise serializers.ValidationError(
+                "A workspace always has a default: set is_default=true on another datastore."
+            )
+        return value
+
+
+class EntrySerializer(serializers.Serializer):
+    path = serializers.CharField()
+    name = serializers.CharField()
+    is_dir = serializers.BooleanField()
+    size = serializers.IntegerField(allow_null=True)
+    modified = serializers.DateTimeField(allow_null=True)
+
+
+class EntryPageSerializer(serializers.Serializer):
+    prefix = serializers.CharField()
+    results = EntrySerializer(many=True)
+    next_after = serializers.CharField(allow_null=True)
+
+
+class UploadResultSerializer(serializers.Serializer):
+    uploaded = EntrySerializer(many=True)
