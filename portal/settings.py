@@ -186,7 +186,9 @@ CELERY_TIMEZONE = TIME_ZONE
 MILLRACE_CREDENTIALS_KEY = env_secret("MILLRACE_CREDENTIALS_KEY", "")
 # Each workspace's `workspaceblobstore` lives in its own container of this account when set;
 # otherwise it is a local folder like `workspacefilestore`.
-MILLRACE_AZURE_STORAGE_CONNECTION_STRING = env_secret("MILLRACE_AZURE_STORAGE_CONNECTION_STRING", "")
+MILLRACE_AZURE_STORAGE_CONNECTION_STRING = env_secret(
+    "MILLRACE_AZURE_STORAGE_CONNECTION_STRING", ""
+)
 MILLRACE_MAX_UPLOAD_BYTES = env_int(
     "MILLRACE_MAX_UPLOAD_BYTES", 20 * 1024**3, minimum=1, maximum=5 * 1024**4
 )

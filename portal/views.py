@@ -37,12 +37,17 @@ def _apply(form: Form, call: Any) -> Any:
 
 
 def _page(
-    request: HttpRequest, template: str, access: Access | None, **context: Any
+    request: HttpRequest,
+    template: str,
+    access: Access | None,
+    *,
+    status: int = 200,
+    **context: Any,
 ) -> HttpResponse:
     if access is not None:
         context.setdefault("workspace", access.workspace)
         context.setdefault("access", access)
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -145,7 +150,7 @@ def workspace_delete(request: HttpRequest, workspace_id: str) -> HttpResponse:
         if done:
             messages.success(request, f"Workspace '{name}' deleted.")
             return redirect("workspace-list")
-    response = _page(
+    return _page(
         request,
         "portal/workspace_settings.html",
         access,
@@ -153,9 +158,8 @@ def workspace_delete(request: HttpRequest, workspace_id: str) -> HttpResponse:
             initial={"name": access.workspace.name, "description": access.workspace.description}
         ),
         delete_form=form,
+        status=400,
     )
-    response.status_code = 400
-    return response
 
 
 @login_required
@@ -180,12 +184,15 @@ def member_list(request: HttpRequest, workspace_id: str) -> HttpResponse:
                 messages.success(request, f"Added {data['username']} as {data['role']}.")
                 return redirect("member-list", workspace_id=access.workspace.uuid)
     members = Membership.objects.filter(workspace=access.workspace).select_related("user")
-    response = _page(
-        request, "portal/member_list.html", access, members=members, form=form, roles=Role.choices
+    return _page(
+        request,
+        "portal/member_list.html",
+        access,
+        members=members,
+        form=form,
+        roles=Role.choices,
+        status=400 if request.method == "POST" else 200,
     )
-    if request.method == "POST":
-        response.status_code = 400
-    return response
 
 
 def _membership(access: Access, username: str) -> Membership:
@@ -229,13 +236,11 @@ def member_remove(request: HttpRequest, workspace_id: str, username: str) -> Htt
     leaving = membership.user_id == request.user.pk
     if not leaving:
         access.require(Role.OWNER, "removing members")
-    form = Form()
-    done = _apply(
-        form, lambda: services.remove_member(actor=_actor(request), membership=membership) or True
-    )
-    if not done:
-        for error in form.non_field_errors():
-            messages.error(request, str(error))
+    try:
+        services.remove_member(actor=_actor(request), membership=membership)
+    except ValidationError as exc:
+        for error in exc.messages:
+            messages.error(request, error)
         return redirect("member-list", workspace_id=access.workspace.uuid)
     if leaving:
         messages.success(request, f"You left '{access.workspace.name}'.")
@@ -274,9 +279,8 @@ def token_list(request: HttpRequest, workspace_id: str) -> HttpResponse:
         form=form,
         created_token=created[0] if created else None,
         created_secret=created[1] if created else None,
+        status=400 if request.method == "POST" and created is None else 200,
     )
-    if request.method == "POST" and created is None:
-        response.status_code = 400
     # The secret is on this page once: keep it out of every cache.
     response["Cache-Control"] = "no-store"
     return response

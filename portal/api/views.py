@@ -60,9 +60,14 @@ class WorkspaceViewSet(viewsets.GenericViewSet):
             )
         )
 
-    @extend_schema(responses=s.WorkspaceSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("slug", OpenApiTypes.STR, description="Only this slug.")],
+        responses=s.WorkspaceSerializer(many=True),
+    )
     def list(self, request: Request) -> Response:
         qs = Workspace.objects.for_user(request.user, token_of(request)).order_by("name")
+        if "slug" in request.query_params:
+            qs = qs.filter(slug=request.query_params["slug"])
         page = self.paginate_queryset(qs)
         data = s.WorkspaceSerializer(page, many=True, context={"roles": self._roles(request)}).data
         return self.get_paginated_response(data)
