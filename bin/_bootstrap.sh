@@ -25,7 +25,8 @@ ensure_venv() {
   local lock="$1"
   local stamp="$VENV/.installed-$(basename "$lock")"
   local want
-  want="$(sha256sum "$lock" | cut -d' ' -f1)"
+  # The stamp covers every lock file, since one includes another with -r.
+  want="$(cat "$MILLRACE_ROOT"/requirements*.lock | sha256sum | cut -d' ' -f1)"
   if [ ! -x "$VENV/bin/python" ]; then
     log "Creating the virtualenv in .venv"
     python3 -m venv "$VENV"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from portal.lib.env import env_bool, env_int, env_list, env_path, env_secret, env_url
@@ -131,6 +132,9 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env_bool("MILLRACE_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 
@@ -183,11 +187,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 
-MILLRACE_CREDENTIALS_KEY = env_secret("MILLRACE_CREDENTIALS_KEY", "")
+MILLRACE_CREDENTIALS_KEY = env_secret("MILLRACE_CREDENTIALS_KEY", "", optional=True)
+if MILLRACE_CREDENTIALS_KEY:
+    try:
+        Fernet(MILLRACE_CREDENTIALS_KEY.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "MILLRACE_CREDENTIALS_KEY is not a Fernet key (32 url-safe base64-encoded bytes); "
+            "make one with: python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
+        ) from None
 # Each workspace's `workspaceblobstore` lives in its own container of this account when set;
 # otherwise it is a local folder like `workspacefilestore`.
 MILLRACE_AZURE_STORAGE_CONNECTION_STRING = env_secret(
-    "MILLRACE_AZURE_STORAGE_CONNECTION_STRING", ""
+    "MILLRACE_AZURE_STORAGE_CONNECTION_STRING", "", optional=True
 )
 MILLRACE_MAX_UPLOAD_BYTES = env_int(
     "MILLRACE_MAX_UPLOAD_BYTES", 20 * 1024**3, minimum=1, maximum=5 * 1024**4
@@ -206,5 +219,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The Azure SDK logs every request's headers at INFO.
+        "azure": {"level": "WARNING"},
+    },
 }

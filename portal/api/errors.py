@@ -65,7 +65,7 @@ def _to_drf(exc: Exception) -> Exception:
     if isinstance(exc, StorageError):
         return StorageFailed(f"The storage service failed: {exc}")
     if isinstance(exc, CredentialsUnreadable):
-        return ConflictError(str(exc))
+        return exceptions.APIException(str(exc))  # 500: the server's keys changed
     if isinstance(exc, DjangoValidationError):
         detail = (
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}

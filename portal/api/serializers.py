@@ -68,6 +68,7 @@ class MemberUpdateSerializer(StrictSerializer):
 class TokenSerializer(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid", read_only=True)
     user = serializers.CharField(source="user.username", read_only=True)
+    workspace = serializers.UUIDField(source="workspace.uuid", read_only=True)
     state = serializers.CharField(read_only=True)
 
     class Meta:
@@ -77,6 +78,7 @@ class TokenSerializer(serializers.ModelSerializer):
             "name",
             "prefix",
             "user",
+            "workspace",
             "state",
             "created_at",
             "expires_at",

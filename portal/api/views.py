@@ -204,7 +204,9 @@ class TokenViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> Any:
-        qs = ApiToken.objects.filter(workspace=self.access.workspace).select_related("user")
+        qs = ApiToken.objects.filter(workspace=self.access.workspace).select_related(
+            "user", "workspace"
+        )
         if not self.access.can(Role.OWNER):
             qs = qs.filter(user_id=user_id_of(self.request))
         return qs

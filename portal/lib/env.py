@@ -68,6 +68,8 @@ def env_list(
     value = _raw(name, environ)
     if value is None:
         return list(default)
+    if not value.strip():
+        return []
     items = [item.strip() for item in value.split(",")]
     if any(not item for item in items):
         raise ImproperlyConfigured(
@@ -76,10 +78,23 @@ def env_list(
     return items
 
 
-def env_secret(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
-    """Read ``NAME`` or, when set, the contents of the file named by ``NAME_FILE``."""
+def env_secret(
+    name: str,
+    default: str,
+    *,
+    optional: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Read ``NAME`` or, when set, the contents of the file named by ``NAME_FILE``.
+
+    With ``optional``, an empty value means "not configured" (what docker-compose passes for
+    ``${NAME:-}``); otherwise an empty value is an error.
+    """
     direct = _raw(name, environ)
     file_name = _raw(f"{name}_FILE", environ)
+    if optional:
+        direct = direct or None
+        file_name = file_name or None
     if direct is not None and file_name is not None:
         raise ImproperlyConfigured(f"Set only one of {name} and {name}_FILE, not both.")
     if file_name is not None:

@@ -58,19 +58,18 @@ class LocalStorage(Storage):
     def list(self, prefix: str = "", *, recursive: bool = False) -> Iterator[Entry]:
         base = clean_prefix(prefix)
         folder = self._resolve(base, allow_root=True)
-        if not folder.is_dir():
-            return
-        if recursive:
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    if not _is_partial(name):
-                        yield self._entry(Path(dirpath) / name)
-            return
-        for child in sorted(folder.iterdir(), key=lambda p: p.name):
-            if child.is_symlink() or _is_partial(child.name):
-                continue
-            yield self._entry(child)
+        if folder.is_dir():
+            yield from self._walk(folder, recursive)
+
+    def _walk(self, folder: Path, recursive: bool) -> Iterator[Entry]:
+        # Path order, as blob stores list: a folder sorts as 'name/' ('a.txt' before 'a/').
+        # Symlinks are neither shown nor followed; uploads still being written are hidden.
+        children = [c for c in folder.iterdir() if not c.is_symlink() and not _is_partial(c.name)]
+        for child in sorted(children, key=lambda c: f"{c.name}/" if c.is_dir() else c.name):
+            if child.is_dir() and recursive:
+                yield from self._walk(child, recursive)
+            else:
+                yield self._entry(child)
 
     def stat(self, path: str) -> Entry:
         full = self._resolve(path)

@@ -328,5 +328,3 @@ class TestRegistration:
         for secret_field in ("account_key", "sas_token"):
             if payload.get(secret_field):
                 assert f'"{payload[secret_field]}"' not in text
-
-

@@ -3,6 +3,8 @@ web server, a Celery worker and Celery beat. Ctrl-C (or SIGTERM) stops everythin
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
 import shutil
 import signal
@@ -21,6 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+PR_SET_PDEATHSIG = 1
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 STOP_GRACE_SECONDS = 10.0
 
@@ -33,6 +36,15 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: children then outlive a SIGKILLed serve
+        pass
+
+
 @dataclass
 class Child:
     name: str
@@ -43,9 +55,16 @@ class Child:
 
     def start(self, env: dict[str, str]) -> None:
         self.log = self.log_path.open("ab")
-        # Own process group: Ctrl-C in the terminal reaches only us, and we stop children in order.
+        # Own process group: Ctrl-C in the terminal reaches only us, and we stop children in
+        # order. The parent-death signal stops the child even if we are killed with SIGKILL.
         self.process = subprocess.Popen(
-            self.argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            self.argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            # preexec_fn only calls prctl (no locks), so it is safe with the web threads idle.
+            preexec_fn=_die_with_parent,
         )
 
     def tail(self, lines: int = 20) -> str:
@@ -67,6 +86,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Flush every line, also into a file or a pipe: the demo password must be kept even if
+        # we are killed later.
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(line_buffering=True)
         data_root = Path(settings.MILLRACE_DATA_ROOT)
         logs = data_root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
