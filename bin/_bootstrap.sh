@@ -34,6 +34,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "Installing Python packages from $(basename "$lock")"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock"
+    # The project itself, editable: `import pipelines.sdk` works from any folder in the venv.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e "$MILLRACE_ROOT"
     echo "$want" > "$stamp"
   fi
 }

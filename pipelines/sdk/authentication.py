@@ -45,11 +45,18 @@ class TokenAuthentication:
         Raises:
             ConfigurationError: neither is set.
         """
-        token = self._token or os.environ.get(TOKEN_ENV, "")
+        source = "token=" if self._token else TOKEN_ENV
+        token = (self._token or os.environ.get(TOKEN_ENV, "")).strip()
         if not token:
             raise ConfigurationError(
                 f"No Millrace API token: pass token=..., or set {TOKEN_ENV} "
                 "(create one on the workspace's Tokens page)."
+            )
+        if any(c.isspace() or not c.isprintable() for c in token) or not token.isascii():
+            # Say so here: requests would report a bad header as a connection failure.
+            raise ConfigurationError(
+                f"The token from {source} contains spaces, line breaks or other characters a "
+                "token never has; copy it again from the Tokens page (it starts with 'mlr_')."
             )
         return token
 

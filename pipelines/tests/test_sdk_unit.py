@@ -434,3 +434,20 @@ def test_importing_the_sdk_imports_no_django_and_no_server_code():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("bad", ["mlr_abc\nnoise", "mlr_a b", "mlr_é"])
+def test_a_mangled_token_is_a_configuration_error_not_a_connection_error(bad):
+    from pipelines.sdk import TokenAuthentication
+    from pipelines.sdk.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="copy it again") as caught:
+        TokenAuthentication(bad).get_authentication_header()
+    assert bad not in str(caught.value)
+
+
+def test_surrounding_whitespace_around_a_token_is_dropped(monkeypatch):
+    from pipelines.sdk import TokenAuthentication
+
+    monkeypatch.setenv("MILLRACE_TOKEN", "  mlr_abc\n")
+    assert TokenAuthentication().get_authentication_header() == {"Authorization": "Bearer mlr_abc"}
