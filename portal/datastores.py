@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ IMAGE_TYPES = {
     ".gif": "image/gif",
     ".webp": "image/webp",
 }
+
+# A dead endpoint must fail a page or API call in seconds, not after the SDK's default
+# retries with back-off (~85 s); transfers still get a couple of retries.
+CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 120}
 
 _containers_ready: set[str] = set()
 _containers_lock = threading.Lock()
@@ -72,6 +77,7 @@ def storage_for(datastore: Datastore) -> Storage:
         storage = AzureBlobStorage(
             datastore.container_name,
             connection_string=settings.MILLRACE_AZURE_STORAGE_CONNECTION_STRING,
+            **CLIENT_OPTIONS,
         )
         with _containers_lock:
             if datastore.container_name not in _containers_ready:
@@ -84,6 +90,7 @@ def storage_for(datastore: Datastore) -> Storage:
         account_name=datastore.account_name or None,
         endpoint=datastore.endpoint or None,
         **secrets,
+        **CLIENT_OPTIONS,
     )
 
 
@@ -131,8 +138,11 @@ def preview(storage: Storage, path: str, size: int | None) -> Preview:
         text = text.rsplit("\n", 1)[0] if "\n" in text else text
     if suffix in (".csv", ".tsv"):
         dialect = "excel-tab" if suffix == ".tsv" else "excel"
-        rows = list(csv.reader(io.StringIO(text), dialect=dialect))[:PREVIEW_ROWS]
-        return Preview(kind="csv", rows=rows, truncated=truncated or len(rows) == PREVIEW_ROWS)
+        reader = csv.reader(io.StringIO(text), dialect=dialect)
+        rows = list(itertools.islice(reader, PREVIEW_ROWS + 1))
+        return Preview(
+            kind="csv", rows=rows[:PREVIEW_ROWS], truncated=truncated or len(rows) > PREVIEW_ROWS
+        )
     if suffix == ".json" and not truncated:
         with contextlib.suppress(ValueError):
             text = json.dumps(json.loads(text), indent=2)[:PREVIEW_BYTES]

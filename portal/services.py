@@ -33,7 +33,7 @@ from portal.models import (
     Role,
     Workspace,
 )
-from portal.storage import StorageError, clean_path
+from portal.storage import Conflict, NotFound, StorageError, clean_path
 
 RESERVED_SLUGS = {"new", "api", "admin", "static", "login", "logout", "w", "ws"}
 
@@ -414,6 +414,10 @@ def register_datastore(
         raise ValidationError(
             {"account_name": "An Azure storage account name has 3-24 lowercase letters and digits."}
         )
+    if endpoint and not re.match(r"^https?://[^\s/]+", endpoint):
+        raise ValidationError(
+            {"endpoint": "Give a URL such as https://<account>.blob.core.windows.net."}
+        )
     existing = Datastore.objects.filter(workspace=workspace, name=name).first()
     if existing is not None and (existing.builtin or not overwrite):
         raise ValidationError(
@@ -477,6 +481,10 @@ def unregister_datastore(*, actor: Actor, datastore: Datastore) -> None:
 @transaction.atomic
 def set_default_datastore(*, actor: Actor, datastore: Datastore) -> Datastore:
     """Make ``datastore`` the workspace's default (what get_default_datastore() returns)."""
+    # Lock the workspace's datastores: two owners switching the default at once must not
+    # trip the one-default constraint.
+    list(Datastore.objects.select_for_update().filter(workspace=datastore.workspace))
+    datastore.refresh_from_db(fields=["is_default"])
     if datastore.is_default:
         return datastore
     Datastore.objects.filter(workspace=datastore.workspace, is_default=True).update(
@@ -491,26 +499,30 @@ def set_default_datastore(*, actor: Actor, datastore: Datastore) -> Datastore:
 
 
 class UploadTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, path: str | None = None) -> None:
+        where = f"{path}: " if path else ""
         super().__init__(
-            f"The upload is larger than the limit of {limit:,} bytes (MILLRACE_MAX_UPLOAD_BYTES)."
+            f"{where}The upload is larger than the limit of {limit:,} bytes "
+            "(MILLRACE_MAX_UPLOAD_BYTES)."
         )
         self.limit = limit
+        self.path = path
 
 
 class _Limited:
     """Reads through to ``stream`` and fails once more than ``limit`` bytes went by."""
 
-    def __init__(self, stream: Any, limit: int) -> None:
+    def __init__(self, stream: Any, limit: int, path: str) -> None:
         self._stream = stream
         self._limit = limit
+        self.path = path
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self._stream.read(size)
         self.count += len(data)
         if self.count > self._limit:
-            raise UploadTooLarge(self._limit)
+            raise UploadTooLarge(self._limit, self.path)
         return data
 
 
@@ -530,9 +542,9 @@ def upload_to_datastore(
     path = clean_path(path)
     limit = settings.MILLRACE_MAX_UPLOAD_BYTES
     if length is not None and length > limit:
-        raise UploadTooLarge(limit)
+        raise UploadTooLarge(limit, path)
     entry = storage_for(datastore).write(
-        path, _Limited(stream, limit), overwrite=overwrite, length=length
+        path, _Limited(stream, limit, path), overwrite=overwrite, length=length
     )
     record_event(
         actor=actor,
@@ -542,6 +554,51 @@ def upload_to_datastore(
         data={"path": path, "size": entry.size, "overwrite": overwrite},
     )
     return entry
+
+
+def upload_files_to_datastore(
+    *,
+    actor: Actor,
+    datastore: Datastore,
+    files: list[tuple[str, Any, int | None]],
+    overwrite: bool = False,
+) -> list[Any]:
+    """Upload several files (``(path, stream, size)``) as one batch: every path, size and (with
+    ``overwrite`` false) every existing target is checked before anything is written.
+
+    Returns the storage Entries. Raises InvalidPath, UploadTooLarge, Conflict (naming the
+    first path already there) or ValidationError (two files with one name).
+    """
+    limit = settings.MILLRACE_MAX_UPLOAD_BYTES
+    targets = [(clean_path(path), stream, size) for path, stream, size in files]
+    names = [path for path, _, _ in targets]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValidationError(
+            {"files": f"Two of the files would both be written to '{duplicate}'."}
+        )
+    for path, _, size in targets:
+        if size is not None and size > limit:
+            raise UploadTooLarge(limit, path)
+    if not overwrite:
+        storage = storage_for(datastore)
+        for path in names:
+            try:
+                storage.stat(path)
+            except NotFound:
+                continue
+            raise Conflict(path)
+    return [
+        upload_to_datastore(
+            actor=actor,
+            datastore=datastore,
+            path=path,
+            stream=stream,
+            overwrite=overwrite,
+            length=size,
+        )
+        for path, stream, size in targets
+    ]
 
 
 def delete_datastore_path(*, actor: Actor, datastore: Datastore, path: str) -> int:

@@ -5,7 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal import views
+from portal import datastore_views, views
 
 handler400 = "portal.views.bad_request"
 handler403 = "portal.views.permission_denied"
@@ -22,6 +22,30 @@ workspace_patterns = [
     path("tokens/", views.token_list, name="token-list"),
     path("tokens/<str:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit-list"),
+    path("datastores/", datastore_views.datastore_list, name="datastore-list"),
+    path(
+        "datastores/<str:name>/default/",
+        datastore_views.datastore_default,
+        name="datastore-default",
+    ),
+    path(
+        "datastores/<str:name>/unregister/",
+        datastore_views.datastore_unregister,
+        name="datastore-unregister",
+    ),
+    path(
+        "datastores/<str:name>/browse/", datastore_views.datastore_browse, name="datastore-browse"
+    ),
+    path(
+        "datastores/<str:name>/browse/<path:path>",
+        datastore_views.datastore_browse,
+        name="datastore-browse",
+    ),
+    path(
+        "datastores/<str:name>/delete/<path:path>",
+        datastore_views.datastore_delete,
+        name="datastore-delete",
+    ),
 ]
 
 urlpatterns = [

@@ -8,7 +8,6 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -26,7 +25,7 @@ from portal.api import serializers as s
 from portal.api.views import WorkspaceScopedMixin, actor_for, validated
 from portal.datastores import IMAGE_TYPES, storage_for
 from portal.models import Datastore, Role
-from portal.storage import Conflict, Entry, NotFound, clean_path, clean_prefix
+from portal.storage import Entry, clean_prefix
 
 MAX_PAGE = 1000
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -162,33 +161,12 @@ class DatastoreViewSet(DatastoreLookupMixin, viewsets.GenericViewSet):
         files = request.FILES.getlist("files")
         if not files:
             raise ValidationError({"files": ["Attach at least one file in the 'files' field."]})
-        limit = settings.MILLRACE_MAX_UPLOAD_BYTES
-        targets = []
-        for upload in files:
-            target = clean_path(base + (upload.name or ""))
-            if upload.size is not None and upload.size > limit:
-                raise services.UploadTooLarge(limit)
-            targets.append((upload, target))
-        storage = storage_for(datastore)
-        if not overwrite:
-            # Refuse the whole upload before writing anything.
-            for _, target in targets:
-                try:
-                    storage.stat(target)
-                except NotFound:
-                    continue
-                raise Conflict(target)
-        done = [
-            services.upload_to_datastore(
-                actor=actor_for(request),
-                datastore=datastore,
-                path=target,
-                stream=upload,
-                overwrite=overwrite,
-                length=upload.size,
-            )
-            for upload, target in targets
-        ]
+        done = services.upload_files_to_datastore(
+            actor=actor_for(request),
+            datastore=datastore,
+            files=[(base + (upload.name or ""), upload, upload.size) for upload in files],
+            overwrite=overwrite,
+        )
         return Response({"uploaded": [entry_data(e) for e in done]}, status=status.HTTP_201_CREATED)
 
 

@@ -991,3 +991,10 @@ def test_a_new_tokens_secret_appears_on_no_other_page(
     client.force_login(bob)
     for page in pages[:-1]:
         assert secret not in text(client.get(page)), page
+
+
+def test_a_failed_login_does_not_send_the_password_back(client, alice):
+    response = client.post("/login/", {"username": "alice", "password": "typo-Secret-123"})
+    assert response.status_code == 200
+    assert b"typo-Secret-123" not in response.content
+    assert b'value="alice"' in response.content
