@@ -311,3 +311,65 @@ def test_upload_streams_instead_of_reading_files_whole(sdk_ws, tmp_path, monkeyp
     (tmp_path / "src" / "big.bin").write_bytes(os.urandom(size))
     sdk_ws.get_default_datastore().upload(tmp_path / "src", target_path="big", show_progress=False)
     assert reads and all(0 < amount < size for amount in reads)
+
+
+def test_register_azure_blob_container_on_azurite_then_round_trip_a_folder(sdk_ws, tmp_path, capfd):
+    """The v1 call, against the Azurite that bin/test starts; the key never comes back."""
+    from azure.storage.blob import BlobServiceClient
+
+    conn = os.environ.get("MILLRACE_TEST_AZURITE_CONNECTION_STRING")
+    if not conn:
+        pytest.fail("MILLRACE_TEST_AZURITE_CONNECTION_STRING is not set: run bin/test.")
+    parts = dict(p.split("=", 1) for p in conn.strip(";").split(";"))
+    container = f"sdk-{random.randrange(16**10):010x}"
+    service = BlobServiceClient.from_connection_string(conn)
+    service.create_container(container)
+    try:
+        store = Datastore.register_azure_blob_container(
+            workspace=sdk_ws,
+            datastore_name="lake",
+            container_name=container,
+            account_name=parts["AccountName"],
+            account_key=parts["AccountKey"],
+            endpoint=parts["BlobEndpoint"],
+            subscription_id="ignored",
+            resource_group="ignored",
+        )
+        assert (store.name, store.datastore_type, store.container_name) == (
+            "lake",
+            "AzureBlob",
+            container,
+        )
+        assert parts["AccountKey"] not in repr(vars(store))
+        digests = make_tree(tmp_path / "src", {"a/b.csv": 70_000, "c.bin": 1_000_000})
+        store.upload(src_dir=str(tmp_path / "src"), target_path="in", show_progress=True)
+        names = sorted(b.name for b in service.get_container_client(container).list_blobs())
+        assert names == ["in/a/b.csv", "in/c.bin"]
+        assert (
+            Datastore.get(sdk_ws, "lake").download(
+                target_path=str(tmp_path / "back"), prefix="in/", show_progress=True
+            )
+            == 2
+        )
+        assert sha256_tree(tmp_path / "back" / "in") == digests
+        assert "Uploading" in capfd.readouterr().err
+    finally:
+        service.delete_container(container)
+
+
+def test_register_with_a_wrong_key_raises_the_services_reason(sdk_ws):
+    conn = os.environ.get("MILLRACE_TEST_AZURITE_CONNECTION_STRING", "")
+    parts = dict(p.split("=", 1) for p in conn.strip(";").split(";") if "=" in p)
+    from pipelines.sdk import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        Datastore.register_azure_blob_container(
+            workspace=sdk_ws,
+            datastore_name="lake",
+            container_name="whatever",
+            account_name=parts.get("AccountName", "devstoreaccount1"),
+            account_key="d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmcta2V5LXdyb25nLWtleQ==",
+            endpoint=parts.get("BlobEndpoint", "http://127.0.0.1:9/x"),
+        )
+    assert "refused" in str(caught.value)
+    assert "d3Jvbmcta2V5" not in str(caught.value)
