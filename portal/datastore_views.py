@@ -39,7 +39,7 @@ from portal.storage import (
     clean_prefix,
 )
 from portal.storage.local import _is_partial
-from portal.views import _actor, _apply, _page
+from portal.views import _actor, _apply, _flash, _page
 
 PAGE_SIZE = 200
 # Counting a local datastore walks its folder on every page view: stop early on big ones.
@@ -300,13 +300,11 @@ def datastore_default(request: HttpRequest, workspace_id: str, name: str) -> Htt
         request.user, workspace_id, role=Role.OWNER, action="changing the default datastore"
     )
     datastore = _datastore(access, name)
-    try:
-        services.set_default_datastore(actor=_actor(request), datastore=datastore)
-    except ValidationError as exc:
-        for error in exc.messages:
-            messages.error(request, error)
-    else:
-        messages.success(request, f"'{datastore.name}' is now the default datastore.")
+    _flash(
+        request,
+        lambda: services.set_default_datastore(actor=_actor(request), datastore=datastore),
+        f"'{datastore.name}' is now the default datastore.",
+    )
     return redirect(_list_url(access))
 
 
@@ -317,13 +315,11 @@ def datastore_unregister(request: HttpRequest, workspace_id: str, name: str) -> 
         request.user, workspace_id, role=Role.OWNER, action="unregistering datastores"
     )
     datastore = _datastore(access, name)
-    try:
-        services.unregister_datastore(actor=_actor(request), datastore=datastore)
-    except ValidationError as exc:
-        for error in exc.messages:
-            messages.error(request, error)
-    else:
-        messages.success(request, f"Datastore '{name}' unregistered; its files were left alone.")
+    _flash(
+        request,
+        lambda: services.unregister_datastore(actor=_actor(request), datastore=datastore),
+        f"Datastore '{name}' unregistered; its files were left alone.",
+    )
     return redirect(_list_url(access))
 
 

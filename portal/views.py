@@ -36,6 +36,18 @@ def _apply(form: Form, call: Any) -> Any:
         return None
 
 
+def _flash(request: HttpRequest, call: Any, success: str) -> bool:
+    """Run a service for a POST-then-redirect action; its refusal becomes an error message."""
+    try:
+        call()
+    except ValidationError as exc:
+        for error in exc.messages:
+            messages.error(request, error)
+        return False
+    messages.success(request, success)
+    return True
+
+
 def _page(
     request: HttpRequest,
     template: str,
@@ -236,16 +248,14 @@ def member_remove(request: HttpRequest, workspace_id: str, username: str) -> Htt
     leaving = membership.user_id == request.user.pk
     if not leaving:
         access.require(Role.OWNER, "removing members")
-    try:
-        services.remove_member(actor=_actor(request), membership=membership)
-    except ValidationError as exc:
-        for error in exc.messages:
-            messages.error(request, error)
-        return redirect("member-list", workspace_id=access.workspace.uuid)
-    if leaving:
-        messages.success(request, f"You left '{access.workspace.name}'.")
+    success = f"You left '{access.workspace.name}'." if leaving else f"Removed {username}."
+    left = _flash(
+        request,
+        lambda: services.remove_member(actor=_actor(request), membership=membership),
+        success,
+    )
+    if left and leaving:
         return redirect("workspace-list")
-    messages.success(request, f"Removed {username}.")
     return redirect("member-list", workspace_id=access.workspace.uuid)
 
 
