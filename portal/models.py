@@ -221,3 +221,38 @@ class Datastore(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ComputeKind(models.TextChoices):
+    LOCAL = "local", "Local processes"
+    DOCKER = "docker", "Docker containers"
+
+
+class ComputeTarget(models.Model):
+    """A named pool that runs steps. Its steps go to the Celery queue ``queue``; workers serve
+    queues with ``celery -A portal worker -Q <queue>``. ``max_concurrency`` bounds how many of
+    its steps run at once (across all workers)."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="compute_targets"
+    )
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, choices=ComputeKind.choices)
+    queue = models.CharField(max_length=64)
+    min_nodes = models.PositiveIntegerField(default=0)
+    max_concurrency = models.PositiveIntegerField(default=4)
+    vm_size = models.CharField(max_length=64, blank=True)
+    cpu = models.FloatField(null=True, blank=True)
+    memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    builtin = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="compute_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -16,9 +16,6 @@ class Pong(TypedDict):
     echo: str
 
 
-Message = Pong
-
-
 def user_group(user_id: int) -> str:
     return f"user-{user_id}"
 
@@ -32,3 +29,42 @@ async def apublish(group: str, message: Message) -> None:
 def publish(group: str, message: Message) -> None:
     """Send ``message`` to every consumer in ``group`` (from sync code, e.g. on_commit)."""
     async_to_sync(apublish)(group, message)
+
+
+class RunStatus(TypedDict):
+    type: Literal["run_status"]
+    run: str
+    status: str
+
+
+class StepStatus(TypedDict):
+    type: Literal["step_status"]
+    run: str
+    step: str
+    name: str
+    status: str
+    reused_from: str | None
+    exit_code: int | None
+
+
+class LogLines(TypedDict):
+    type: Literal["log_lines"]
+    step: str
+    log: str
+    # [[seq, stream, text], ...]
+    lines: list[list[object]]
+
+
+class MetricPoint(TypedDict):
+    type: Literal["metric"]
+    step: str
+    name: str
+    kind: str
+    value: object
+
+
+def run_group(run_uuid: object) -> str:
+    return f"run-{run_uuid}"
+
+
+Message = Pong | RunStatus | StepStatus | LogLines | MetricPoint

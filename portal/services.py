@@ -26,6 +26,8 @@ from portal.models import (
     FILESTORE,
     ApiToken,
     AuditEvent,
+    ComputeKind,
+    ComputeTarget,
     CredentialKind,
     Datastore,
     DatastoreKind,
@@ -134,6 +136,14 @@ def create_workspace(
             )
             Membership.objects.create(workspace=workspace, user=actor.user, role=Role.OWNER)
             _create_builtin_datastores(workspace)
+            ComputeTarget.objects.create(
+                workspace=workspace,
+                name="local",
+                kind=ComputeKind.LOCAL,
+                queue="local",
+                builtin=True,
+                max_concurrency=4,
+            )
             record_event(actor=actor, workspace=workspace, verb="workspace.create", obj=workspace)
     except IntegrityError:
         # Lost a race with a concurrent create of the same slug.

@@ -8,7 +8,7 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.lib.env import env_bool, env_int, env_list, env_path, env_secret, env_url
+from portal.lib.env import env_bool, env_int, env_list, env_path, env_secret, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,6 +208,15 @@ MILLRACE_MAX_UPLOAD_BYTES = env_int(
 # Multipart uploads spool to disk past this size, so a big upload never sits in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 DATA_UPLOAD_MAX_NUMBER_FILES = env_int("MILLRACE_MAX_FILES_PER_UPLOAD", 1000, minimum=1)
+
+# The engine
+MILLRACE_BASE_IMAGE = env_str("MILLRACE_BASE_IMAGE", "millrace-base:bookworm-1")
+MILLRACE_HEARTBEAT_TIMEOUT = env_int("MILLRACE_HEARTBEAT_TIMEOUT", 30, minimum=5, maximum=3600)
+MILLRACE_REQUEUE_AFTER = env_int("MILLRACE_REQUEUE_AFTER", 300, minimum=10, maximum=86400)
+MILLRACE_RECONCILE_SECONDS = env_int("MILLRACE_RECONCILE_SECONDS", 10, minimum=1, maximum=3600)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-runs": {"task": "runs.reconcile", "schedule": float(MILLRACE_RECONCILE_SECONDS)}
+}
 
 MILLRACE_TOKEN_LAST_USED_RESOLUTION = env_int(
     "MILLRACE_TOKEN_LAST_USED_RESOLUTION", 60, minimum=0, maximum=86400

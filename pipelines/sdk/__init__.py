@@ -12,25 +12,65 @@ This package imports no Django and nothing from the server: it also runs inside 
 Calls that Millrace does not offer raise NotImplementedError naming the call.
 """
 
-from pipelines.sdk.authentication import (
-    InteractiveLoginAuthentication,
-    ServicePrincipalAuthentication,
-    TokenAuthentication,
-)
-from pipelines.sdk.data_reference import DataReference
-from pipelines.sdk.datastore import Datastore
-from pipelines.sdk.exceptions import (
-    AuthenticationError,
-    ConfigurationError,
-    ConflictError,
-    MillraceConnectionError,
-    MillraceError,
-    NotFoundError,
-    PermissionDeniedError,
-    ServiceError,
-    ValidationError,
-)
-from pipelines.sdk.workspace import Workspace
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load their module on first use (PEP 562): `from pipelines.sdk import Run` inside a
+# step must not need `requests`, which a bare step environment may not have.
+_EXPORTS = {
+    "InteractiveLoginAuthentication": "authentication",
+    "ServicePrincipalAuthentication": "authentication",
+    "TokenAuthentication": "authentication",
+    "DataReference": "data_reference",
+    "Datastore": "datastore",
+    "AuthenticationError": "exceptions",
+    "ConfigurationError": "exceptions",
+    "ConflictError": "exceptions",
+    "MillraceConnectionError": "exceptions",
+    "MillraceError": "exceptions",
+    "NotFoundError": "exceptions",
+    "PermissionDeniedError": "exceptions",
+    "ServiceError": "exceptions",
+    "ValidationError": "exceptions",
+    "OfflineRun": "run",
+    "Run": "run",
+    "Workspace": "workspace",
+}
+
+if TYPE_CHECKING:
+    from pipelines.sdk.authentication import (
+        InteractiveLoginAuthentication,
+        ServicePrincipalAuthentication,
+        TokenAuthentication,
+    )
+    from pipelines.sdk.data_reference import DataReference
+    from pipelines.sdk.datastore import Datastore
+    from pipelines.sdk.exceptions import (
+        AuthenticationError,
+        ConfigurationError,
+        ConflictError,
+        MillraceConnectionError,
+        MillraceError,
+        NotFoundError,
+        PermissionDeniedError,
+        ServiceError,
+        ValidationError,
+    )
+    from pipelines.sdk.run import OfflineRun, Run
+    from pipelines.sdk.workspace import Workspace
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipelines.sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pipelines.sdk.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AuthenticationError",
@@ -42,7 +82,9 @@ __all__ = [
     "MillraceConnectionError",
     "MillraceError",
     "NotFoundError",
+    "OfflineRun",
     "PermissionDeniedError",
+    "Run",
     "ServiceError",
     "ServicePrincipalAuthentication",
     "TokenAuthentication",

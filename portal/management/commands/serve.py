@@ -80,7 +80,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes.")
+        parser.add_argument(
+            "--concurrency", type=int, default=8, help="Steps one worker runs at once."
+        )
         parser.add_argument(
             "--no-seed", action="store_true", help="Do not create the demo user and workspace."
         )
@@ -125,8 +127,13 @@ class Command(BaseCommand):
                     "worker",
                     "-l",
                     "info",
+                    # Steps mostly wait on their process or container: threads, not forks.
+                    "-P",
+                    "threads",
                     "--concurrency",
                     str(options["concurrency"]),
+                    "-Q",
+                    ",".join(self._queues()),
                     "-n",
                     "millrace@%h",
                 ],
@@ -148,6 +155,17 @@ class Command(BaseCommand):
             ),
         ]
         self._run(children, host, port, logs)
+
+    def _queues(self) -> list[str]:
+        """The default queue, the `local` target's, and `docker` when an engine answers."""
+        queues = ["celery", "local"]
+        if shutil.which("docker") and Path("/var/run/docker.sock").exists():
+            check = subprocess.run(["docker", "info"], capture_output=True, check=False)
+            if check.returncode == 0:
+                queues.append("docker")
+            else:
+                self.stdout.write("Docker is not reachable: the `docker` queue is not served.")
+        return queues
 
     def _redis_child(self, data_root: Path, logs: Path) -> Child | None:
         url = urlparse(settings.REDIS_URL)

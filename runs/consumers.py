@@ -1,0 +1,109 @@
+"""The run page's live channel: status changes, log lines and metric points of one run."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from portal.consumers import CLOSE_UNAUTHENTICATED
+from portal.models import Workspace
+from portal.realtime import run_group
+from runs.logs import read_log
+from runs.models import PipelineRun, StepRun
+
+CLOSE_NOT_FOUND = 4404
+REPLAY_BATCH = 5000
+
+
+class RunConsumer(AsyncJsonWebsocketConsumer):
+    """``ws/runs/<uuid>/``. Authorised in connect (members of the run's workspace; a token only
+    in its own workspace), then joins ``run-<uuid>``.
+
+    The client sends ``{"type": "follow", "after": {"<step uuid>": <last seq seen>}}`` (after a
+    reconnect, the numbers it has): the consumer first replays stored lines after those
+    numbers, then forwards live ones, dropping any line it already sent — so every line
+    arrives exactly once, in order, whenever the client joins.
+    """
+
+    run_uuid: str
+    sent: dict[str, int]
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        raw = self.scope["url_route"]["kwargs"]["run_id"]
+        if not await self._allowed(user, raw, self.scope.get("token")):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.run_uuid = str(UUID(raw))
+        self.sent = {}
+        self.following = False
+        await self.channel_layer.group_add(run_group(self.run_uuid), self.channel_name)
+        await self.accept()
+
+    @database_sync_to_async
+    def _allowed(self, user: Any, raw: str, token: Any) -> bool:
+        try:
+            key = UUID(raw)
+        except ValueError:
+            return False
+        workspaces = Workspace.objects.for_user(user, token)
+        return PipelineRun.objects.filter(uuid=key, workspace__in=workspaces).exists()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "run_uuid"):
+            await self.channel_layer.group_discard(run_group(self.run_uuid), self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "follow":
+            await self.send_json(
+                {"type": "error", "detail": 'Send {"type": "follow", "after": {}}.'}
+            )
+            return
+        after = content.get("after") or {}
+        if not isinstance(after, dict):
+            after = {}
+        for step, seq in after.items():
+            if isinstance(seq, int):
+                self.sent[str(step)] = max(self.sent.get(str(step), 0), seq)
+        for step_uuid, lines in await self._stored():
+            await self._send_lines(step_uuid, "stored", lines)
+        self.following = True
+
+    @database_sync_to_async
+    def _stored(self) -> list[tuple[str, list[list[Any]]]]:
+        out = []
+        for step in StepRun.objects.filter(run__uuid=self.run_uuid).order_by("id"):
+            key = str(step.uuid)
+            lines = read_log(step, after=self.sent.get(key, 0), limit=10_000_000)
+            if lines:
+                out.append((key, lines))
+        return out
+
+    async def _send_lines(self, step: str, log: str, lines: list[list[Any]]) -> None:
+        last = self.sent.get(step, 0)
+        fresh = [line for line in lines if line[0] > last]
+        for start in range(0, len(fresh), REPLAY_BATCH):
+            batch = fresh[start : start + REPLAY_BATCH]
+            await self.send_json({"type": "log_lines", "step": step, "log": log, "lines": batch})
+        if fresh:
+            self.sent[step] = fresh[-1][0]
+
+    async def log_lines(self, event: dict[str, Any]) -> None:
+        # Live lines wait until the replay is done (consumers handle one message at a time).
+        if self.following:
+            await self._send_lines(event["step"], event["log"], event["lines"])
+
+    async def step_status(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def run_status(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def metric(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)

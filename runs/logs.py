@@ -1,0 +1,135 @@
+"""Step logs: every line kept durably first (LogChunk rows), then published to the run's
+group, each with the step's next sequence number, so a reader can replay and then follow
+without gaps or duplicates."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import F
+
+from portal.realtime import LogLines, publish, run_group
+from runs.models import LogChunk, StepRun
+
+log = logging.getLogger(__name__)
+
+FLUSH_LINES = 2000
+FLUSH_BYTES = 1024 * 1024
+FLUSH_SECONDS = 0.1
+# A single line larger than this is stored whole but sent live in pieces of this size.
+LIVE_LINE_LIMIT = 64 * 1024
+
+
+class LogWriter:
+    """Buffers lines of one step and writes them in chunks (thread-safe)."""
+
+    def __init__(self, step: StepRun, run_uuid: Any, log_name: str = "driver") -> None:
+        self.step = step
+        self.run_uuid = run_uuid
+        self.log_name = log_name
+        self._lock = threading.Lock()
+        self._pending: list[list[Any]] = []
+        self._pending_bytes = 0
+        self._last_flush = time.monotonic()
+        self.lines_written = 0
+
+    def write(self, stream: str, text: str) -> None:
+        with self._lock:
+            self._pending.append([0, stream, text])
+            self._pending_bytes += len(text)
+            due = (
+                len(self._pending) >= FLUSH_LINES
+                or self._pending_bytes >= FLUSH_BYTES
+                or time.monotonic() - self._last_flush >= FLUSH_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def write_many(self, stream: str, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(stream, line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._pending:
+                self._last_flush = time.monotonic()
+                return
+            lines, self._pending, self._pending_bytes = self._pending, [], 0
+            self._last_flush = time.monotonic()
+            # Take a range of sequence numbers in one UPDATE: several writers (driver, metrics)
+            # of one step never hand out the same number.
+            StepRun.objects.filter(pk=self.step.pk).update(log_seq=F("log_seq") + len(lines))
+            last = StepRun.objects.values_list("log_seq", flat=True).get(pk=self.step.pk)
+            first = last - len(lines) + 1
+            for offset, line in enumerate(lines):
+                line[0] = first + offset
+            LogChunk.objects.create(
+                step_run=self.step, log=self.log_name, first_seq=first, last_seq=last, lines=lines
+            )
+            self.lines_written += len(lines)
+        message: LogLines = {
+            "type": "log_lines",
+            "step": str(self.step.uuid),
+            "log": self.log_name,
+            "lines": [
+                [
+                    s,
+                    st,
+                    t
+                    if len(t) <= LIVE_LINE_LIMIT
+                    else t[:LIVE_LINE_LIMIT] + " …[line continues in the stored log]",
+                ]
+                for s, st, t in lines
+            ],
+        }
+        try:
+            publish(run_group(self.run_uuid), message)
+        except Exception:
+            log.warning("Could not publish log lines", exc_info=True)
+
+
+class LineSplitter:
+    """Turns byte chunks of one stream into text lines (a partial line waits for its end)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        return [line.decode("utf-8", errors="replace").rstrip("\r") for line in complete]
+
+    def end(self) -> list[str]:
+        rest, self._partial = self._partial, b""
+        return [rest.decode("utf-8", errors="replace")] if rest else []
+
+
+def read_log(
+    step: StepRun, *, log_name: str | None = None, after: int = 0, limit: int = 10_000
+) -> list[list[Any]]:
+    """Stored lines of a step with seq > ``after`` (at most ``limit``), in order."""
+    chunks = LogChunk.objects.filter(step_run=step, last_seq__gt=after).order_by("first_seq")
+    if log_name is not None:
+        chunks = chunks.filter(log=log_name)
+    out: list[list[Any]] = []
+    for chunk in chunks.iterator():
+        for line in chunk.lines:
+            if line[0] > after:
+                out.append(line)
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def log_text(step: StepRun, log_name: str = "driver") -> str:
+    """The whole log as text (the azureml-logs file)."""
+    lines: list[str] = []
+    for chunk in (
+        LogChunk.objects.filter(step_run=step, log=log_name).order_by("first_seq").iterator()
+    ):
+        lines.extend(text for _, _, text in chunk.lines)
+    return "\n".join(lines) + ("\n" if lines else "")

@@ -1,0 +1,184 @@
+"""Writes of the engine: submitting and canceling runs. Each is atomic, records an audit
+event, and schedules the orchestrator on commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from pipelines.models import Snapshot
+from portal.models import ComputeTarget, Datastore, Workspace
+from portal.services import Actor, record_event
+from runs.graph import GraphError, Known, resolve_parameters, validate
+from runs.models import ACTIVE, TERMINAL, Experiment, PipelineRun, Status, StepRun
+from runs.orchestrator import publish_step_later
+
+EXPERIMENT_NAME_MAX = 255
+
+
+def _graph_error(exc: GraphError) -> ValidationError:
+    return ValidationError({p.where: p.message for p in exc.problems})
+
+
+def known_in(workspace: Workspace, graph: dict[str, Any]) -> Known:
+    digests = {s.get("snapshot") for s in graph.get("steps", []) if isinstance(s, dict)} - {None}
+    snapshots = {
+        digest: manifest.keys()
+        for digest, manifest in Snapshot.objects.filter(
+            workspace=workspace, digest__in=digests
+        ).values_list("digest", "manifest")
+    }
+    return Known(
+        compute_targets=set(
+            ComputeTarget.objects.filter(workspace=workspace).values_list("name", flat=True)
+        ),
+        datastores=set(
+            Datastore.objects.filter(workspace=workspace).values_list("name", flat=True)
+        ),
+        snapshots=snapshots,
+    )
+
+
+def validate_pipeline(
+    workspace: Workspace, graph: dict[str, Any], parameters: dict[str, Any] | None = None
+) -> dict[str, list[str]]:
+    """Check a graph (and parameter values) against the workspace; raise ValidationError
+    listing every problem, keyed by where it is."""
+    try:
+        deps = validate(graph, known_in(workspace, graph))
+        resolve_parameters(graph, parameters)
+    except GraphError as exc:
+        raise _graph_error(exc) from None
+    return deps
+
+
+def submit_pipeline_run(
+    *,
+    actor: Actor,
+    workspace: Workspace,
+    experiment_name: str,
+    graph: dict[str, Any],
+    pipeline_parameters: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    regenerate_outputs: bool = False,
+    continue_on_step_failure: bool = False,
+    source: str = "sdk",
+) -> PipelineRun:
+    """Validate a graph and its parameters, then store the run and its steps in one
+    transaction and start it on commit.
+
+    Raises:
+        ValidationError: every problem with the graph or the parameters; nothing is stored.
+    """
+    from runs.tasks import advance
+
+    name = (experiment_name or "").strip()
+    if not name or len(name) > EXPERIMENT_NAME_MAX:
+        raise ValidationError(
+            {"experiment_name": f"Give a name of 1 to {EXPERIMENT_NAME_MAX} characters."}
+        )
+    try:
+        deps = validate(graph, known_in(workspace, graph))
+        values = resolve_parameters(graph, pipeline_parameters)
+    except GraphError as exc:
+        raise _graph_error(exc) from None
+    if tags is not None and (
+        not isinstance(tags, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
+    ):
+        raise ValidationError({"tags": "Tags are text keys with text values."})
+    targets = {t.name: t for t in ComputeTarget.objects.filter(workspace=workspace)}
+    with transaction.atomic():
+        experiment, _ = Experiment.objects.get_or_create(workspace=workspace, name=name)
+        run = PipelineRun.objects.create(
+            workspace=workspace,
+            experiment=experiment,
+            graph=graph,
+            parameters=values,
+            tags=dict(tags or {}),
+            source=source,
+            submitted_by=actor.user,
+            continue_on_step_failure=continue_on_step_failure,
+            regenerate_outputs=regenerate_outputs,
+        )
+        StepRun.objects.bulk_create(
+            [
+                StepRun(
+                    run=run,
+                    name=step["name"],
+                    spec=step,
+                    depends_on=deps[step["name"]],
+                    compute_target=targets[step["compute_target"]],
+                )
+                for step in graph["steps"]
+            ]
+        )
+        record_event(
+            actor=actor,
+            workspace=workspace,
+            verb="run.submit",
+            obj=run,
+            object_repr=f"{name} / {run.uuid}",
+            data={"steps": len(graph["steps"]), "source": source},
+        )
+        transaction.on_commit(lambda: advance.delay(run.pk))
+    return run
+
+
+@transaction.atomic
+def cancel_run(*, actor: Actor, run: PipelineRun) -> PipelineRun:
+    """Cancel a run: waiting steps end at once, running ones are stopped (TERM, grace, KILL)
+    by their worker. Canceling a finished run changes nothing."""
+    from runs.tasks import advance
+
+    if run.status in TERMINAL:
+        return run
+    PipelineRun.objects.filter(pk=run.pk).exclude(status__in=TERMINAL).update(
+        status=Status.CANCEL_REQUESTED
+    )
+    run.status = Status.CANCEL_REQUESTED
+    now = timezone.now()
+    for step in run.steps.exclude(status__in=TERMINAL):
+        _cancel_step(run, step, now)
+    record_event(actor=actor, workspace=run.workspace, verb="run.cancel", obj=run)
+    transaction.on_commit(lambda: advance.delay(run.pk))
+    return run
+
+
+def _cancel_step(run: PipelineRun, step: StepRun, now: Any) -> None:
+    if step.status in (Status.NOT_STARTED, Status.QUEUED):
+        done = StepRun.objects.filter(pk=step.pk, status=step.status).update(
+            status=Status.CANCELED, error="Canceled on request.", finished_at=now
+        )
+        if done:
+            step.status = Status.CANCELED
+            publish_step_later(run, step)
+    elif step.status in ACTIVE:
+        done = StepRun.objects.filter(pk=step.pk, status=step.status).update(
+            status=Status.CANCEL_REQUESTED
+        )
+        if done:
+            step.status = Status.CANCEL_REQUESTED
+            publish_step_later(run, step)
+
+
+@transaction.atomic
+def cancel_step(*, actor: Actor, step: StepRun) -> StepRun:
+    """Cancel one step (its dependants are then skipped)."""
+    from runs.tasks import advance
+
+    if step.status in TERMINAL:
+        return step
+    _cancel_step(step.run, step, timezone.now())
+    record_event(
+        actor=actor,
+        workspace=step.run.workspace,
+        verb="step.cancel",
+        obj=step,
+        object_repr=step.name,
+    )
+    transaction.on_commit(lambda: advance.delay(step.run_id))
+    return step
