@@ -27,11 +27,16 @@ class Worker:
     """A `celery worker` process serving the engine's queues."""
 
     def __init__(
-        self, data_root: Path, log_path: Path, queues: str = "celery,local,docker"
+        self,
+        data_root: Path,
+        log_path: Path,
+        queues: str = "celery,local,docker",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.data_root = data_root
         self.log_path = log_path
         self.queues = queues
+        self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
@@ -47,6 +52,7 @@ class Worker:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
