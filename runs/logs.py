@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import F
+from django.db import connection
 
 from portal.realtime import LogLines, publish, run_group
 from runs.models import LogChunk, StepRun
@@ -62,8 +62,7 @@ class LogWriter:
             self._last_flush = time.monotonic()
             # Take a range of sequence numbers in one UPDATE: several writers (driver, metrics)
             # of one step never hand out the same number.
-            StepRun.objects.filter(pk=self.step.pk).update(log_seq=F("log_seq") + len(lines))
-            last = StepRun.objects.values_list("log_seq", flat=True).get(pk=self.step.pk)
+            last = _take_sequence_numbers(self.step.pk, len(lines))
             first = last - len(lines) + 1
             for offset, line in enumerate(lines):
                 line[0] = first + offset
@@ -90,6 +89,18 @@ class LogWriter:
             publish(run_group(self.run_uuid), message)
         except Exception:
             log.warning("Could not publish log lines", exc_info=True)
+
+
+def _take_sequence_numbers(step_id: int, count: int) -> int:
+    """Reserve ``count`` numbers in one statement; returns the last one."""
+    table = StepRun._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET log_seq = log_seq + %s WHERE id = %s RETURNING log_seq",  # noqa: S608
+            [count, step_id],
+        )
+        row = cursor.fetchone()
+    return int(row[0])
 
 
 class LineSplitter:
