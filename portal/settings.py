@@ -84,7 +84,9 @@ def _database() -> dict[str, object]:
     default_sqlite = f"sqlite:///{MILLRACE_DATA_ROOT / 'millrace.sqlite3'}"
     url = env_url("DATABASE_URL", default_sqlite, schemes=("sqlite", "postgres", "postgresql"))
     try:
-        config: dict[str, object] = dict(dj_database_url.parse(url, conn_max_age=60))
+        config: dict[str, object] = dict(
+            dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be parsed: {exc}") from None
     if config["ENGINE"] == "django.db.backends.sqlite3":

@@ -11,7 +11,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from portal.consumers import CLOSE_UNAUTHENTICATED
 from portal.models import Workspace
 from portal.realtime import run_group
-from runs.logs import read_log
+from runs.logs import read_chunks
 from runs.models import PipelineRun, StepRun
 
 CLOSE_NOT_FOUND = 4404
@@ -71,28 +71,41 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         for step, seq in after.items():
             if isinstance(seq, int):
                 self.sent[str(step)] = max(self.sent.get(str(step), 0), seq)
-        for step_uuid, lines in await self._stored():
-            await self._send_lines(step_uuid, "stored", lines)
+        for step_uuid, log_name, lines in await self._stored():
+            await self._send_lines(step_uuid, log_name, lines)
         self.following = True
 
     @database_sync_to_async
-    def _stored(self) -> list[tuple[str, list[list[Any]]]]:
+    def _stored(self) -> list[tuple[str, str, list[list[Any]]]]:
         out = []
         for step in StepRun.objects.filter(run__uuid=self.run_uuid).order_by("id"):
             key = str(step.uuid)
-            lines = read_log(step, after=self.sent.get(key, 0), limit=10_000_000)
-            if lines:
-                out.append((key, lines))
+            for log_name, lines in read_chunks(step, after=self.sent.get(key, 0)):
+                out.append((key, log_name, lines))
         return out
+
+    @database_sync_to_async
+    def _between(self, step: str, after: int, upto: int) -> list[tuple[str, list[list[Any]]]]:
+        found = StepRun.objects.filter(uuid=step, run__uuid=self.run_uuid).first()
+        return read_chunks(found, after=after, upto=upto) if found else []
 
     async def _send_lines(self, step: str, log: str, lines: list[list[Any]]) -> None:
         last = self.sent.get(step, 0)
         fresh = [line for line in lines if line[0] > last]
-        for start in range(0, len(fresh), REPLAY_BATCH):
-            batch = fresh[start : start + REPLAY_BATCH]
-            await self.send_json({"type": "log_lines", "step": step, "log": log, "lines": batch})
+        if fresh and fresh[0][0] > last + 1:
+            # A gap (a live message lost or late): fill it from the stored log first.
+            for missing_log, missing in await self._between(step, last, fresh[0][0] - 1):
+                await self._send_batch(step, missing_log, missing)
+                last = missing[-1][0]
+            self.sent[step] = last
         if fresh:
+            await self._send_batch(step, log, fresh)
             self.sent[step] = fresh[-1][0]
+
+    async def _send_batch(self, step: str, log: str, lines: list[list[Any]]) -> None:
+        for start in range(0, len(lines), REPLAY_BATCH):
+            batch = lines[start : start + REPLAY_BATCH]
+            await self.send_json({"type": "log_lines", "step": step, "log": log, "lines": batch})
 
     async def log_lines(self, event: dict[str, Any]) -> None:
         # Live lines wait until the replay is done (consumers handle one message at a time).

@@ -29,6 +29,7 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$")
 PARAM_TYPES = {"string": str, "int": int, "float": float, "bool": bool}
 INPUT_MODES = ("mount", "download")
 MAX_STEPS = 5000
+DEFAULT_MAX_RETRIES = 2
 
 
 @dataclass
@@ -66,6 +67,18 @@ def _is_type(value: Any, kind: str) -> bool:
     if kind == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, str)
+
+
+def _is_environment(env: Any) -> bool:
+    if not isinstance(env, dict):
+        return False
+    packages = env.get("pip_packages") or []
+    return (
+        isinstance(packages, list)
+        and all(isinstance(p, str) for p in packages)
+        and isinstance(env.get("base_image") or "", str)
+        and isinstance(env.get("name") or "", str)
+    )
 
 
 def validate(graph: Any, known: Known) -> dict[str, list[str]]:
@@ -126,9 +139,14 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 bad(owhere, f"output '{oname}' is already produced by step '{producers[oname]}'.")
             else:
                 producers[oname] = name
+            if ospec is not None and not isinstance(ospec, dict):
+                bad(owhere, 'must be an object like {"datastore": "<name>"}.')
+                continue
             datastore = (ospec or {}).get("datastore")
-            if datastore is not None and datastore not in known.datastores:
-                bad(owhere, f"unknown datastore '{datastore}'.")
+            if datastore is not None and (
+                not isinstance(datastore, str) or datastore not in known.datastores
+            ):
+                bad(owhere, f"unknown datastore {datastore!r}.")
 
     deps: dict[str, list[str]] = {}
     for index, step in enumerate(steps):
@@ -138,7 +156,7 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
         where = f"steps[{index}] ({name})"
         waits: list[str] = []
         target = step.get("compute_target")
-        if target not in known.compute_targets:
+        if not isinstance(target, str) or target not in known.compute_targets:
             options = ", ".join(sorted(known.compute_targets)) or "none"
             bad(
                 f"{where}.compute_target",
@@ -148,7 +166,7 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
         script = step.get("script")
         if not isinstance(script, str) or not script:
             bad(f"{where}.script", "a step needs a script.")
-        elif snapshot not in known.snapshots:
+        elif not isinstance(snapshot, str) or snapshot not in known.snapshots:
             bad(
                 f"{where}.snapshot",
                 f"unknown snapshot {snapshot!r}; upload the source directory first.",
@@ -169,24 +187,38 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 bad(iwhere, f"mode must be one of {', '.join(INPUT_MODES)}, not {mode!r}.")
             if "pipeline_data" in ispec:
                 source = ispec["pipeline_data"]
-                if source not in producers:
+                if not isinstance(source, str):
+                    bad(iwhere, "pipeline_data must name an output of another step.")
+                elif source not in producers:
                     bad(iwhere, f"input '{source}' is never produced by any step.")
                 elif producers[source] == name:
                     bad(iwhere, f"step consumes its own output '{source}'.")
                 else:
                     waits.append(producers[source])
             elif "datastore" in ispec:
-                if ispec["datastore"] not in known.datastores:
+                if (
+                    not isinstance(ispec["datastore"], str)
+                    or ispec["datastore"] not in known.datastores
+                ):
                     bad(iwhere, f"unknown datastore {ispec['datastore']!r}.")
                 if not isinstance(ispec.get("path", ""), str):
                     bad(iwhere, "path must be text.")
             elif "parameter" in ispec:
-                if ispec["parameter"] not in params:
-                    bad(iwhere, f"unknown parameter {ispec['parameter']!r}.")
+                bad(
+                    iwhere,
+                    "an input cannot come from a parameter (yet); pass the parameter as an "
+                    'argument: {"parameter": "<name>"}.',
+                )
             else:
                 bad(iwhere, "needs pipeline_data, or datastore + path.")
         outputs = step.get("outputs", {}) if isinstance(step.get("outputs"), dict) else {}
-        for aindex, arg in enumerate(step.get("arguments", []) or []):
+        arguments = step.get("arguments")
+        if arguments is None:
+            arguments = []
+        elif not isinstance(arguments, list):
+            bad(f"{where}.arguments", "must be a list of text and {input}/{output}/{parameter}.")
+            arguments = []
+        for aindex, arg in enumerate(arguments):
             awhere = f"{where}.arguments[{aindex}]"
             if isinstance(arg, (str, int, float)) and not isinstance(arg, bool):
                 continue
@@ -194,7 +226,9 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 bad(awhere, "must be text, or one of {input}, {output}, {parameter}.")
                 continue
             ((kind, ref),) = arg.items()
-            if kind == "input" and ref not in inputs:
+            if not isinstance(ref, str):
+                bad(awhere, "a reference names an input, output or parameter (text).")
+            elif kind == "input" and ref not in inputs:
                 bad(awhere, f"refers to input {ref!r}, which the step does not declare.")
             elif kind == "output" and ref not in outputs:
                 bad(awhere, f"refers to output {ref!r}, which the step does not declare.")
@@ -202,8 +236,16 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 bad(awhere, f"refers to unknown parameter {ref!r}.")
             elif kind not in ("input", "output", "parameter"):
                 bad(awhere, f"unknown reference kind {kind!r}.")
-        for other in step.get("run_after", []) or []:
-            if other not in names:
+        run_after = step.get("run_after")
+        if run_after is None:
+            run_after = []
+        elif not isinstance(run_after, list):
+            bad(f"{where}.run_after", "must be a list of step names.")
+            run_after = []
+        for other in run_after:
+            if not isinstance(other, str):
+                bad(f"{where}.run_after", f"must be a list of step names, not {other!r}.")
+            elif other not in names:
                 bad(f"{where}.run_after", f"unknown step {other!r}.")
             elif other == name:
                 bad(f"{where}.run_after", "a step cannot run after itself.")
@@ -215,12 +257,19 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit
             ):
                 bad(f"{where}.{key}", f"must be a whole number from 0 to {limit}.")
+        if step.get("allow_reuse") is not None and not isinstance(step.get("allow_reuse"), bool):
+            bad(f"{where}.allow_reuse", "must be true or false.")
+        if step.get("environment") is not None and not _is_environment(step["environment"]):
+            bad(
+                f"{where}.environment",
+                'must be an object like {"pip_packages": ["<package>"], "base_image": "<image>"}.',
+            )
         deps[name] = sorted(set(waits))
 
-    if not problems:
-        cycle = find_cycle(deps)
-        if cycle:
-            bad("steps", "the graph has a cycle: " + " → ".join(cycle) + ".")
+    # deps holds only valid edges, so a cycle is reported together with the other problems.
+    cycle = find_cycle(deps)
+    if cycle:
+        bad("steps", "the graph has a cycle: " + " → ".join(cycle) + ".")
     if problems:
         raise GraphError(problems)
     return deps
@@ -299,6 +348,12 @@ def resolve_parameters(graph: dict[str, Any], values: Mapping[str, Any] | None) 
     if problems:
         raise GraphError(problems)
     return resolved
+
+
+def max_retries_of(spec: Mapping[str, Any]) -> int:
+    """How many times a step may be retried; a missing or null ``max_retries`` is the default."""
+    value = spec.get("max_retries")
+    return DEFAULT_MAX_RETRIES if value is None else int(value)
 
 
 def as_argument(value: Any) -> str:

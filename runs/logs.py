@@ -31,14 +31,17 @@ class LogWriter:
         self.step = step
         self.run_uuid = run_uuid
         self.log_name = log_name
-        self._lock = threading.Lock()
+        # One lock per step for all its logs: numbers are reserved and lines published in the
+        # same order, so a follower never sees a later line before an earlier one.
+        self._lock = _step_lock(step.pk)
+        self._buffer_lock = threading.Lock()
         self._pending: list[list[Any]] = []
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
         self.lines_written = 0
 
     def write(self, stream: str, text: str) -> None:
-        with self._lock:
+        with self._buffer_lock:
             self._pending.append([0, stream, text])
             self._pending_bytes += len(text)
             due = (
@@ -55,11 +58,12 @@ class LogWriter:
 
     def flush(self) -> None:
         with self._lock:
-            if not self._pending:
+            with self._buffer_lock:
+                if not self._pending:
+                    self._last_flush = time.monotonic()
+                    return
+                lines, self._pending, self._pending_bytes = self._pending, [], 0
                 self._last_flush = time.monotonic()
-                return
-            lines, self._pending, self._pending_bytes = self._pending, [], 0
-            self._last_flush = time.monotonic()
             # Take a range of sequence numbers in one UPDATE: several writers (driver, metrics)
             # of one step never hand out the same number.
             last = _take_sequence_numbers(self.step.pk, len(lines))
@@ -70,6 +74,9 @@ class LogWriter:
                 step_run=self.step, log=self.log_name, first_seq=first, last_seq=last, lines=lines
             )
             self.lines_written += len(lines)
+            self._publish(lines)
+
+    def _publish(self, lines: list[list[Any]]) -> None:
         message: LogLines = {
             "type": "log_lines",
             "step": str(self.step.uuid),
@@ -89,6 +96,17 @@ class LogWriter:
             publish(run_group(self.run_uuid), message)
         except Exception:
             log.warning("Could not publish log lines", exc_info=True)
+
+
+_step_locks: dict[int, threading.Lock] = {}
+_step_locks_guard = threading.Lock()
+
+
+def _step_lock(step_id: int) -> threading.Lock:
+    with _step_locks_guard:
+        if len(_step_locks) > 10_000:  # a long-lived worker: forget old steps
+            _step_locks.clear()
+        return _step_locks.setdefault(step_id, threading.Lock())
 
 
 def _take_sequence_numbers(step_id: int, count: int) -> int:
@@ -117,6 +135,27 @@ class LineSplitter:
     def end(self) -> list[str]:
         rest, self._partial = self._partial, b""
         return [rest.decode("utf-8", errors="replace")] if rest else []
+
+
+def read_chunks(
+    step: StepRun, *, after: int = 0, upto: int | None = None
+) -> list[tuple[str, list[list[Any]]]]:
+    """Stored lines with ``after`` < seq (<= ``upto``), grouped by log, in order."""
+    chunks = LogChunk.objects.filter(step_run=step, last_seq__gt=after).order_by("first_seq")
+    if upto is not None:
+        chunks = chunks.filter(first_seq__lte=upto)
+    out: list[tuple[str, list[list[Any]]]] = []
+    for chunk in chunks.iterator():
+        lines = [
+            line for line in chunk.lines if line[0] > after and (upto is None or line[0] <= upto)
+        ]
+        if not lines:
+            continue
+        if out and out[-1][0] == chunk.log:
+            out[-1][1].extend(lines)
+        else:
+            out.append((chunk.log, lines))
+    return out
 
 
 def read_log(

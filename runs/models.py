@@ -193,6 +193,8 @@ class Output(models.Model):
     datastore = models.CharField(max_length=255)
     path = models.CharField(max_length=1024)
     kind = models.CharField(max_length=16, default="pipeline_data")  # or "file" (upload_file)
+    # An empty output folder is still an output (blob storage has no empty folders).
+    file_count = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

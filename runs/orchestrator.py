@@ -12,6 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -148,7 +152,7 @@ def reuse_parts(run: PipelineRun, step: StepRun, resolved: dict[str, Any]) -> di
 
 
 def _outputs_exist(origin: StepRun) -> bool:
-    for out in origin.outputs.filter(kind="pipeline_data"):
+    for out in origin.outputs.filter(kind="pipeline_data").exclude(file_count=0):
         try:
             datastore = Datastore.objects.get(
                 workspace_id=origin.run.workspace_id, name=out.datastore
@@ -265,7 +269,14 @@ def _reuse(
             return False
         Output.objects.bulk_create(
             [
-                Output(step_run=step, name=o.name, datastore=o.datastore, path=o.path, kind=o.kind)
+                Output(
+                    step_run=step,
+                    name=o.name,
+                    datastore=o.datastore,
+                    path=o.path,
+                    kind=o.kind,
+                    file_count=o.file_count,
+                )
                 for o in origin.outputs.all()
             ]
         )
@@ -274,38 +285,65 @@ def _reuse(
     return True
 
 
-def _claim(
-    run: PipelineRun,
-    step: StepRun,
-    key: str,
-    parts: dict[str, str],
-    resolved: dict[str, Any],
-    explanation: str,
-) -> bool:
-    target = step.compute_target
-    assert target is not None
-    # Max concurrent steps per target, across every run of the workspace.
-    active = StepRun.objects.filter(
-        compute_target=target, status__in=[*ACTIVE, Status.CANCEL_REQUESTED]
-    ).count()
-    if active >= target.max_concurrency:
-        return False
-    spec = {**step.spec, "resolved": resolved}
+@dataclass
+class Claim:
+    step: StepRun
+    key: str
+    parts: dict[str, str]
+    resolved: dict[str, Any]
+    explanation: str
+
+
+_collected = threading.local()
+
+
+@contextmanager
+def collect_claims() -> Iterator[list[tuple[int, str]]]:
+    """Note the (step id, queue) of every step claimed inside the block, so a worker that
+    just finished a step can run the next one at once instead of waiting for the queue."""
+    claims: list[tuple[int, str]] = []
+    _collected.claims = claims
+    try:
+        yield claims
+    finally:
+        _collected.claims = None
+
+
+def _claim_many(run: PipelineRun, claims: list[Claim]) -> None:
+    """Claim ready steps (NotStarted → Queued) in one transaction, within each target's free
+    slots, and send them to their queues on commit."""
+    by_target: dict[int, list[Claim]] = {}
+    for claim in claims:
+        assert claim.step.compute_target is not None
+        by_target.setdefault(claim.step.compute_target.pk, []).append(claim)
+    now = timezone.now()
     with transaction.atomic():
-        done = StepRun.objects.filter(pk=step.pk, status=Status.NOT_STARTED).update(
-            status=Status.QUEUED,
-            queued_at=timezone.now(),
-            reuse_key=key,
-            reuse_parts=parts,
-            reuse_explanation=explanation,
-            spec=spec,
-        )
-        if not done:
-            return False
-        step.status = Status.QUEUED
-        publish_step_later(run, step)
-        transaction.on_commit(lambda: enqueue_step(step, target.queue))
-    return True
+        for group in by_target.values():
+            target = group[0].step.compute_target
+            assert target is not None
+            # Max concurrent steps per target, across every run of the workspace.
+            active = StepRun.objects.filter(
+                compute_target=target, status__in=[*ACTIVE, Status.CANCEL_REQUESTED]
+            ).count()
+            for claim in group[: max(0, target.max_concurrency - active)]:
+                step = claim.step
+                done = StepRun.objects.filter(pk=step.pk, status=Status.NOT_STARTED).update(
+                    status=Status.QUEUED,
+                    queued_at=now,
+                    reuse_key=claim.key,
+                    reuse_parts=claim.parts,
+                    reuse_explanation=claim.explanation,
+                    spec={**step.spec, "resolved": claim.resolved},
+                )
+                if not done:
+                    continue
+                step.status = Status.QUEUED
+                publish_step_later(run, step)
+                queue = target.queue
+                transaction.on_commit(lambda s=step, q=queue: enqueue_step(s, q))  # type: ignore[misc]
+                collector = getattr(_collected, "claims", None)
+                if collector is not None:
+                    collector.append((step.pk, queue))
 
 
 def _finish_run(run: PipelineRun, steps: list[StepRun]) -> None:
@@ -348,12 +386,40 @@ def advance_run(run_id: int) -> None:
         changed = False
         steps = list(run.steps.select_related("compute_target", "reused_from").order_by("id"))
         by_name = {s.name: s for s in steps}
+        claims: list[Claim] = []
         canceling = run.status == Status.CANCEL_REQUESTED
+        failed = next((s for s in steps if s.status == Status.FAILED), None)
+        stop_all = failed is not None and not run.continue_on_step_failure
+        if stop_all:
+            # Without continue_on_step_failure, one failure ends the whole run: stop what runs.
+            assert failed is not None
+            reason = f"Stopped: step '{failed.name}' failed (continue_on_step_failure is off)."
+            for step in steps:
+                if step.status not in ACTIVE:
+                    continue
+                # A queued step has no process yet: it ends now; a running one is stopped
+                # by its worker.
+                final = Status.CANCELED if step.status == Status.QUEUED else Status.CANCEL_REQUESTED
+                done = StepRun.objects.filter(pk=step.pk, status=step.status).update(
+                    status=final, error=reason
+                )
+                if done:
+                    step.status = final
+                    changed = changed or final == Status.CANCELED
+                    publish_step_later(run, step)
         for step in steps:
             if step.status != Status.NOT_STARTED:
                 continue
             if canceling:
                 changed |= _skip(run, step, "Canceled with the run.")
+                continue
+            if stop_all:
+                assert failed is not None
+                changed |= _skip(
+                    run,
+                    step,
+                    f"Skipped: step '{failed.name}' failed and continue_on_step_failure is off.",
+                )
                 continue
             upstream = [by_name[d] for d in step.depends_on]
             blocked = [u for u in upstream if u.status in (Status.FAILED, Status.CANCELED)]
@@ -369,11 +435,13 @@ def advance_run(run_id: int) -> None:
                 parts = reuse_parts(run, step, resolved)
             except Exception as exc:
                 log.exception("Cannot prepare step %s", step.pk)
-                StepRun.objects.filter(pk=step.pk, status=Status.NOT_STARTED).update(
+                if StepRun.objects.filter(pk=step.pk, status=Status.NOT_STARTED).update(
                     status=Status.FAILED,
                     error=f"Cannot resolve the step's inputs: {exc}",
                     finished_at=timezone.now(),
-                )
+                ):
+                    step.status = Status.FAILED
+                    publish_step_later(run, step)
                 changed = True
                 continue
             key = _sha(parts)
@@ -388,7 +456,9 @@ def advance_run(run_id: int) -> None:
                 explanation = "Ran: the run asked to regenerate outputs."
             else:
                 explanation = _explain_miss(run, step, parts)
-            _claim(run, step, key, parts, resolved, explanation)
+            claims.append(Claim(step, key, parts, resolved, explanation))
+        if claims:
+            _claim_many(run, claims)
         if not changed:
             _finish_run(run, steps)
 

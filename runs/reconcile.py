@@ -8,8 +8,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from runs.graph import max_retries_of
 from runs.models import TERMINAL, PipelineRun, Status, StepAttempt, StepRun
 from runs.orchestrator import advance_run, enqueue_step, publish_step_later
 
@@ -26,8 +28,11 @@ def reconcile() -> dict[str, int]:
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.MILLRACE_HEARTBEAT_TIMEOUT)
     counts = {"retried": 0, "failed": 0, "canceled": 0, "resent": 0, "advanced": 0}
+    stale = Q(heartbeat_at__lt=stale_before) | Q(
+        status=Status.CANCEL_REQUESTED, heartbeat_at__isnull=True
+    )
     for step in StepRun.objects.select_related("run", "compute_target").filter(
-        status__in=RUNNING_STATES, heartbeat_at__lt=stale_before
+        stale, status__in=RUNNING_STATES
     ):
         lost = f"The worker {step.worker or '?'} stopped heartbeating (worker lost)."
         StepAttempt.objects.filter(
@@ -39,7 +44,7 @@ def reconcile() -> dict[str, int]:
                     status=Status.CANCELED, error="Canceled (its worker was lost).", finished_at=now
                 )
                 counts["canceled"] += done
-            elif step.attempt <= int(step.spec.get("max_retries", 2)) and step.compute_target:
+            elif step.attempt <= max_retries_of(step.spec) and step.compute_target:
                 done = StepRun.objects.filter(pk=step.pk, status=step.status).update(
                     status=Status.QUEUED, queued_at=now, error=lost, worker=""
                 )

@@ -20,11 +20,21 @@ EXPERIMENT_NAME_MAX = 255
 
 
 def _graph_error(exc: GraphError) -> ValidationError:
-    return ValidationError({p.where: p.message for p in exc.problems})
+    # Several problems can share one place (two unknown run_after names): keep them all.
+    problems: dict[str, list[str]] = {}
+    for problem in exc.problems:
+        problems.setdefault(problem.where, []).append(problem.message)
+    return ValidationError(problems)
 
 
 def known_in(workspace: Workspace, graph: dict[str, Any]) -> Known:
-    digests = {s.get("snapshot") for s in graph.get("steps", []) if isinstance(s, dict)} - {None}
+    # The graph is not validated yet: any JSON may arrive here, and validate() reports it.
+    steps = graph.get("steps") if isinstance(graph, dict) else None
+    digests = {
+        s["snapshot"]
+        for s in (steps if isinstance(steps, list) else [])
+        if isinstance(s, dict) and isinstance(s.get("snapshot"), str)
+    }
     snapshots = {
         digest: manifest.keys()
         for digest, manifest in Snapshot.objects.filter(

@@ -3,6 +3,8 @@ the row is gone or already past the state they act on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 from runs import reconcile as reconcile_module
@@ -10,10 +12,14 @@ from runs import worker
 from runs.orchestrator import advance_run
 
 
-@shared_task(name="runs.execute_step", acks_late=True)
-def execute_step(step_id: int) -> None:
-    """Run one step (sent to its compute target's queue)."""
-    worker.execute_step(step_id)
+@shared_task(name="runs.execute_step", acks_late=True, bind=True)
+def execute_step(self: Any, step_id: int) -> None:
+    """Run one step (sent to its compute target's queue), then any step of the same queue
+    that it made ready."""
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    next_id: int | None = step_id
+    while next_id is not None:
+        next_id = worker.execute_step(next_id, queue)
 
 
 @shared_task(name="runs.advance")

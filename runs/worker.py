@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
+from django.db.models import JSONField, Value
 from django.utils import timezone
 
 from pipelines.models import Snapshot
@@ -26,10 +27,18 @@ from pipelines.snapshots import materialize
 from portal.datastores import local_root, storage_for
 from portal.models import ComputeKind, Datastore, DatastoreKind
 from portal.realtime import MetricPoint, publish, run_group
+from portal.storage import NotFound
 from runs.executors.base import Execution, Executor, ExecutorError, Launch, Mount
+from runs.graph import max_retries_of
 from runs.logs import LineSplitter, LogWriter, log_text
-from runs.models import Metric, Output, Status, StepAttempt, StepRun
-from runs.orchestrator import advance_run, environment_of, publish_step_later, runs_waiting_on
+from runs.models import TERMINAL, Metric, Output, Status, StepAttempt, StepRun
+from runs.orchestrator import (
+    advance_run,
+    collect_claims,
+    environment_of,
+    publish_step_later,
+    runs_waiting_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +46,10 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 HEARTBEAT_SECONDS = 2.0
 POLL_SECONDS = 0.1
 CANCEL_GRACE_SECONDS = 10.0
+CANCEL_CHECK_SECONDS = 0.5
 SDK_SOURCE = Path(__file__).resolve().parent.parent / "pipelines" / "sdk"
+# A plain None in a JSONField is SQL NULL, which Metric.value refuses; tag(key) sends null.
+JSON_NULL = Value(None, JSONField())
 
 
 def data_root() -> Path:
@@ -65,13 +77,25 @@ def executor_for(kind: str) -> Executor:
     return _executors[kind]
 
 
+_sdk_dist: Path | None = None
+
+
 def sdk_dist() -> Path:
     """A folder holding only the SDK package (``pipelines/sdk``), for steps' PYTHONPATH: the
-    step can import the SDK and nothing else of the server."""
+    step can import the SDK and nothing else of the server. Made once per process."""
+    global _sdk_dist
+    if _sdk_dist is not None and _sdk_dist.exists():
+        return _sdk_dist
+    _sdk_dist = _make_sdk_dist()
+    return _sdk_dist
+
+
+def _make_sdk_dist() -> Path:
     stamp = str(max(p.stat().st_mtime_ns for p in SDK_SOURCE.rglob("*.py")))
     target = data_root() / "cache" / "sdk" / stamp
     if not (target / "pipelines" / "sdk" / "__init__.py").exists():
-        staging = target.with_name(f".{stamp}.{os.getpid()}")
+        # One staging folder per thread: a worker runs several steps at once in its threads.
+        staging = target.with_name(f".{stamp}.{os.getpid()}.{threading.get_ident()}")
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "pipelines").mkdir(parents=True)
         (staging / "pipelines" / "__init__.py").write_text("")
@@ -124,6 +148,14 @@ def prepare_inputs(step: StepRun, workdir: Path, prep: LogWriter) -> Prepared:
     for name, where in resolved["inputs"].items():
         datastore = _datastore(step, where["datastore"])
         path = where["path"].strip("/")
+        empty_upstream = "from_step" in where and not _has_files(datastore, path)
+        if empty_upstream:
+            # The upstream step produced an empty folder: the step gets an empty folder too.
+            empty = workdir / "inputs" / name
+            empty.mkdir(parents=True, exist_ok=True)
+            prep.write("stdout", f"Input '{name}': the output of '{where['from_step']}' is empty.")
+            mounts.append(Mount(empty, f"inputs/{name}", read_only=True))
+            continue
         if datastore.kind == DatastoreKind.LOCAL and where["mode"] == "mount":
             host = local_root(datastore) / path if path else local_root(datastore)
             if not host.exists():
@@ -198,6 +230,14 @@ def prepare_inputs(step: StepRun, workdir: Path, prep: LogWriter) -> Prepared:
     return Prepared(launch=launch, workdir=workdir, outputs=outputs, control=control)
 
 
+def _has_files(datastore: Datastore, path: str) -> bool:
+    try:
+        storage_for(datastore).stat(path)
+    except NotFound:
+        return False
+    return True
+
+
 class MetricsTail:
     """Reads what the step's SDK appends to control/metrics.jsonl, line by line."""
 
@@ -222,12 +262,13 @@ class MetricsTail:
         for raw in lines:
             try:
                 item = json.loads(raw)
+                value = item.get("value")
                 rows.append(
                     Metric(
                         step_run=self.step,
                         name=str(item["name"])[:255],
                         kind=str(item.get("kind", "scalar"))[:16],
-                        value=item.get("value"),
+                        value=JSON_NULL if value is None else value,
                         seq=self.count + len(rows),
                     )
                 )
@@ -242,7 +283,7 @@ class MetricsTail:
                     "step": str(self.step.uuid),
                     "name": row.name,
                     "kind": row.kind,
-                    "value": row.value,
+                    "value": None if row.value is JSON_NULL else row.value,
                 }
                 try:
                     publish(run_group(self.step.run.uuid), message)
@@ -263,7 +304,11 @@ def _pump_output(execution: Execution, driver: LogWriter) -> None:
 
 
 def _set(step: StepRun, allowed: tuple[str, ...], **fields: Any) -> bool:
-    done = StepRun.objects.filter(pk=step.pk, status__in=allowed).update(**fields)
+    # Only this attempt may change the row: a stale attempt (its worker was thought lost and
+    # the step retried elsewhere) must not overwrite the new one's result.
+    done = StepRun.objects.filter(pk=step.pk, status__in=allowed, attempt=step.attempt).update(
+        **fields
+    )
     if done:
         for key, value in fields.items():
             setattr(step, key, value)
@@ -290,9 +335,8 @@ def _watch(
         if code is not None:
             break
         now = time.monotonic()
-        if now - last_beat >= HEARTBEAT_SECONDS:
+        if now - last_beat >= CANCEL_CHECK_SECONDS:
             last_beat = now
-            StepRun.objects.filter(pk=step.pk).update(heartbeat_at=timezone.now())
             status = StepRun.objects.values_list("status", flat=True).get(pk=step.pk)
             if status == Status.CANCEL_REQUESTED and stopping_since is None:
                 reason = "canceled"
@@ -327,7 +371,7 @@ def _upload_outputs(step: StepRun, prepared: Prepared, post: LogWriter) -> None:
         Output.objects.update_or_create(
             step_run=step,
             name=name,
-            defaults={"datastore": where["datastore"], "path": where["path"]},
+            defaults={"datastore": where["datastore"], "path": where["path"], "file_count": count},
         )
     files = prepared.control / "files"
     if any(files.rglob("*")):
@@ -371,8 +415,12 @@ def _store_log_files(step: StepRun) -> None:
             )
 
 
-def execute_step(step_id: int) -> None:
-    """Run one step here, if it is still ours to run (see the module docstring)."""
+def execute_step(step_id: int, queue: str | None = None) -> int | None:
+    """Run one step here, if it is still ours to run (see the module docstring).
+
+    Returns the id of a step that finishing this one made ready on the same ``queue``, for
+    the caller to run next, or None.
+    """
     close_old_connections()
     step = (
         StepRun.objects.select_related("run__experiment", "run__workspace", "compute_target")
@@ -380,13 +428,13 @@ def execute_step(step_id: int) -> None:
         .first()
     )
     if step is None or step.status != Status.QUEUED:
-        return
+        return None
     now = timezone.now()
     claimed = StepRun.objects.filter(pk=step.pk, status=Status.QUEUED).update(
         status=Status.PREPARING, worker=WORKER_ID, heartbeat_at=now, started_at=now, error=""
     )
     if not claimed:
-        return
+        return None
     step.refresh_from_db()
     step.attempt += 1
     StepRun.objects.filter(pk=step.pk).update(attempt=step.attempt)
@@ -394,6 +442,40 @@ def execute_step(step_id: int) -> None:
         step_run=step, number=step.attempt, worker=WORKER_ID, status=Status.PREPARING
     )
     publish_step_later(step.run, step)
+    heartbeat = Heartbeat(step)
+    heartbeat.start()
+    try:
+        return _execute_claimed(step, attempt, now, queue)
+    finally:
+        heartbeat.stop()
+
+
+class Heartbeat(threading.Thread):
+    """Marks the step alive every HEARTBEAT_SECONDS from claim to finish, through environment
+    builds, downloads and uploads too (only while this attempt owns the step)."""
+
+    def __init__(self, step: StepRun) -> None:
+        super().__init__(name=f"heartbeat-{step.pk}", daemon=True)
+        self.step_id = step.pk
+        self.attempt = step.attempt
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(HEARTBEAT_SECONDS):
+                StepRun.objects.filter(pk=self.step_id, attempt=self.attempt).exclude(
+                    status__in=TERMINAL
+                ).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def _execute_claimed(
+    step: StepRun, attempt: StepAttempt, now: Any, queue: str | None
+) -> int | None:
     timings: dict[str, float] = dict(step.timings)
     if step.queued_at:
         timings["queued"] = (now - step.queued_at).total_seconds()
@@ -452,7 +534,7 @@ def execute_step(step_id: int) -> None:
     except ExecutorError as exc:
         error = f"Infrastructure failure: {exc}"
         build.write("stderr", error)
-        retry = step.attempt <= int(step.spec.get("max_retries", 2))
+        retry = step.attempt <= max_retries_of(step.spec)
     except Exception as exc:
         log.exception("Step %s failed in the worker", step.pk)
         error = f"{type(exc).__name__}: {exc}"
@@ -466,7 +548,10 @@ def execute_step(step_id: int) -> None:
         for writer in (prep, build, driver, post):
             writer.flush()
         shutil.rmtree(workdir, ignore_errors=True)
-    finish(step, attempt, final, exit_code, error, timings, retry)
+    ready = finish(step, attempt, final, exit_code, error, timings, retry)
+    # Run the next step of this queue here and now: a chain does not wait for the queue. (Its
+    # queue message is sent too; whichever claims the step first runs it.)
+    return next((step_id for step_id, q in ready if q == queue), None)
 
 
 def finish(
@@ -477,7 +562,8 @@ def finish(
     error: str,
     timings: dict[str, float],
     retry: bool,
-) -> None:
+) -> list[tuple[int, str]]:
+    """Record the result, advance the run; returns the steps that advancing claimed."""
     now = timezone.now()
     attempt.status, attempt.exit_code, attempt.error, attempt.finished_at = (
         final,
@@ -489,16 +575,16 @@ def finish(
     active = (Status.PREPARING, Status.RUNNING, Status.FINALIZING, Status.CANCEL_REQUESTED)
     with transaction.atomic():
         if retry:
-            requeued = StepRun.objects.filter(pk=step.pk, status__in=active).update(
-                status=Status.QUEUED, queued_at=now, error=error, timings=timings, worker=""
-            )
+            requeued = StepRun.objects.filter(
+                pk=step.pk, status__in=active, attempt=step.attempt
+            ).update(status=Status.QUEUED, queued_at=now, error=error, timings=timings, worker="")
             if requeued:
                 from runs.orchestrator import enqueue_step
 
                 assert step.compute_target is not None
                 queue = step.compute_target.queue
                 transaction.on_commit(lambda: enqueue_step(step, queue))
-                return
+                return []
         # A cancel that arrived while we finished wins over Completed/Failed.
         current = StepRun.objects.values_list("status", flat=True).get(pk=step.pk)
         if current == Status.CANCEL_REQUESTED and final != Status.COMPLETED:
@@ -512,14 +598,17 @@ def finish(
             finished_at=now,
             timings=timings,
         )
+    # Start what comes next first: the log files are for later readers.
+    with collect_claims() as claimed:
+        advance_run(step.run_id)
     try:
         _store_log_files(step)
-    except Exception:
+    except Exception:  # the logs stay readable from the database
         log.warning("Could not write the log files of step %s", step.pk, exc_info=True)
-    advance_run(step.run_id)
     if step.compute_target is not None:
         from runs.tasks import advance
 
         for run_id in runs_waiting_on(step.compute_target):
             if run_id != step.run_id:
                 advance.delay(run_id)
+    return claimed

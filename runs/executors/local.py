@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +50,17 @@ class LocalExecution(Execution):
         ]
         for reader in self._readers:
             reader.start()
+        # One blocking wait in a thread: the worker's wait(0.1) polls cost nothing and the end
+        # is noticed at once (Popen.wait(timeout) sleeps in growing steps).
+        self._done = threading.Event()
+        threading.Thread(target=self._wait_for_exit, daemon=True).start()
+
+    def _wait_for_exit(self) -> None:
+        self.process.wait()
+        # Whatever the script left running in its group (it would hold the output pipes open)
+        # ends with it.
+        self._signal(signal.SIGKILL)
+        self._done.set()
 
     def _pump(self, stream: Stream, pipe: IO[bytes] | None) -> None:
         assert pipe is not None
@@ -67,10 +80,9 @@ class LocalExecution(Execution):
             yield item
 
     def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        if self._done.wait(timeout):
+            return self.process.returncode
+        return None
 
     def _signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -106,8 +118,20 @@ class LocalExecutor(Executor):
         if (venv / ".ready").exists():
             log(f"Reusing the environment {environment.digest} ({venv}).")
             return str(python)
+        self.venv_root.mkdir(parents=True, exist_ok=True)
+        with (self.venv_root / f"{environment.digest}.lock").open("w") as lock:
+            # One build per environment on this machine; a second worker waits and reuses it.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (venv / ".ready").exists():
+                log(f"Reusing the environment {environment.digest} ({venv}).")
+                return str(python)
+            return self._build(environment, venv, log)
+
+    def _build(self, environment: EnvironmentSpec, venv: Path, log: BuildLog) -> str:
+        python = venv / "bin" / "python"
         log(f"Building the environment {environment.digest} in {venv}.")
         building = venv.with_name(venv.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)
         commands = [
             [sys.executable, "-m", "venv", "--system-site-packages", str(building)],
             [
@@ -126,9 +150,10 @@ class LocalExecutor(Executor):
             for line in (result.stdout + result.stderr).splitlines():
                 log(line)
             if result.returncode != 0:
+                shutil.rmtree(building, ignore_errors=True)
+                tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
                 raise ExecutorError(
-                    f"Building the environment failed (exit {result.returncode}); "
-                    "see the image build log."
+                    f"Building the environment failed (exit {result.returncode}):\n{tail}"
                 )
         (building / ".ready").write_text("ok")
         # If another worker finished the same environment first, use theirs.
@@ -144,6 +169,11 @@ class LocalExecutor(Executor):
         workdir = paths.get(launch.workdir_mount)
         if workdir is None:
             raise ExecutorError(f"The working folder mount '{launch.workdir_mount}' is missing.")
+        # With setpriv, the kill-on-worker-death flag is set after exec, so Popen can use
+        # vfork: a preexec_fn would force a full fork of the (large) worker.
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         try:
             process = subprocess.Popen(
                 argv,
@@ -153,7 +183,7 @@ class LocalExecutor(Executor):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if setpriv else _die_with_parent,
             )
         except OSError as exc:
             raise ExecutorError(f"Cannot start the step: {exc}") from None
