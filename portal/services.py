@@ -623,3 +623,86 @@ def delete_datastore_path(*, actor: Actor, datastore: Datastore, path: str) -> i
         data={"path": path, "files": count},
     )
     return count
+
+
+# --- Compute targets ------------------------------------------------------------------------
+
+COMPUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,31}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@transaction.atomic
+def create_compute_target(
+    *,
+    actor: Actor,
+    workspace: Workspace,
+    name: str,
+    kind: str,
+    queue: str | None = None,
+    max_concurrency: int = 4,
+    min_nodes: int = 0,
+    vm_size: str = "",
+    cpu: float | None = None,
+    memory_mb: int | None = None,
+) -> ComputeTarget:
+    """Add a compute target. Its steps go to Celery queue ``queue`` (default: the kind's
+    name, which the embedded worker serves); ``max_concurrency`` bounds its running steps.
+
+    Raises:
+        ValidationError: a bad or taken name, kind, queue or size.
+    """
+    if not isinstance(name, str) or not COMPUTE_NAME.match(name):
+        raise ValidationError(
+            {"name": "2-32 letters, digits and hyphens, starting with a letter (as Azure ML)."}
+        )
+    if kind not in ComputeKind.values:
+        raise ValidationError(
+            {"kind": f"'{kind}' is not a kind; use one of: {', '.join(ComputeKind.values)}."}
+        )
+    queue = queue or kind
+    if not QUEUE_NAME.match(queue):
+        raise ValidationError({"queue": "Letters, digits, '.', '_' and '-' (at most 64)."})
+    if not 1 <= max_concurrency <= 1000:
+        raise ValidationError({"max_concurrency": "Must be between 1 and 1000."})
+    if not 0 <= min_nodes <= max_concurrency:
+        raise ValidationError({"min_nodes": "Must be between 0 and max_concurrency."})
+    if cpu is not None and not 0 < cpu <= 256:
+        raise ValidationError({"cpu": "Must be between 0 and 256 cores."})
+    if memory_mb is not None and not 64 <= memory_mb <= 4 * 1024 * 1024:
+        raise ValidationError({"memory_mb": "Must be between 64 MB and 4 TB."})
+    if ComputeTarget.objects.filter(workspace=workspace, name=name).exists():
+        raise ValidationError({"name": f"A compute target named '{name}' already exists."})
+    target = ComputeTarget.objects.create(
+        workspace=workspace,
+        name=name,
+        kind=kind,
+        queue=queue,
+        max_concurrency=max_concurrency,
+        min_nodes=min_nodes,
+        vm_size=vm_size or "",
+        cpu=cpu,
+        memory_mb=memory_mb,
+    )
+    record_event(
+        actor=actor,
+        workspace=workspace,
+        verb="compute.create",
+        obj=target,
+        data={"kind": kind, "queue": queue, "max_concurrency": max_concurrency},
+    )
+    return target
+
+
+@transaction.atomic
+def delete_compute_target(*, actor: Actor, target: ComputeTarget) -> None:
+    """Remove a compute target; refused while any of its steps is queued or running."""
+    from runs.models import ACTIVE, StepRun
+
+    if target.builtin:
+        raise ValidationError({"name": f"'{target.name}' comes with every workspace."})
+    if StepRun.objects.filter(compute_target=target, status__in=ACTIVE).exists():
+        raise ValidationError(
+            {"name": f"Steps are queued or running on '{target.name}'; cancel them first."}
+        )
+    record_event(actor=actor, workspace=target.workspace, verb="compute.delete", obj=target)
+    target.delete()

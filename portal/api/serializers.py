@@ -5,7 +5,16 @@ from typing import Any
 from rest_framework import serializers
 
 from portal.datastores import describe_backing
-from portal.models import ApiToken, AuditEvent, Datastore, Membership, Role, Workspace
+from portal.models import (
+    ApiToken,
+    AuditEvent,
+    ComputeKind,
+    ComputeTarget,
+    Datastore,
+    Membership,
+    Role,
+    Workspace,
+)
 
 
 class StrictSerializer(serializers.Serializer):
@@ -202,3 +211,34 @@ class EntryPageSerializer(serializers.Serializer):
 
 class UploadResultSerializer(serializers.Serializer):
     uploaded = EntrySerializer(many=True)
+
+
+class ComputeTargetSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid", read_only=True)
+
+    class Meta:
+        model = ComputeTarget
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "queue",
+            "max_concurrency",
+            "min_nodes",
+            "vm_size",
+            "cpu",
+            "memory_mb",
+            "builtin",
+            "created_at",
+        ]
+
+
+class ComputeTargetCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=32)
+    kind = serializers.ChoiceField(choices=ComputeKind.choices)
+    queue = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    max_concurrency = serializers.IntegerField(required=False, default=4)
+    min_nodes = serializers.IntegerField(required=False, default=0)
+    vm_size = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    cpu = serializers.FloatField(required=False, allow_null=True)
+    memory_mb = serializers.IntegerField(required=False, allow_null=True)

@@ -11,6 +11,7 @@ workspace_router.register("members", views.MemberViewSet, basename="api-member")
 workspace_router.register("tokens", views.TokenViewSet, basename="api-token")
 workspace_router.register("audit", views.AuditViewSet, basename="api-audit")
 workspace_router.register("datastores", datastores.DatastoreViewSet, basename="api-datastore")
+workspace_router.register("compute", views.ComputeTargetViewSet, basename="api-compute")
 
 urlpatterns = [
     path("me/", views.MeView.as_view(), name="api-me"),

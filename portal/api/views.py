@@ -22,7 +22,7 @@ from portal import services
 from portal.access import Access, get_access, user_id_of
 from portal.api import serializers as s
 from portal.forms import AuditFilterForm
-from portal.models import ApiToken, AuditEvent, Membership, Role, Workspace
+from portal.models import ApiToken, AuditEvent, ComputeTarget, Membership, Role, Workspace
 
 
 def actor_for(request: Request) -> services.Actor:
@@ -292,3 +292,42 @@ class MeView(APIView):
                 ).data,
             }
         )
+
+
+class ComputeTargetViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
+    """Compute targets of a workspace: members read, owners add and remove."""
+
+    serializer_class = s.ComputeTargetSerializer
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> Any:
+        return ComputeTarget.objects.filter(workspace=self.access.workspace)
+
+    def get_object(self) -> ComputeTarget:
+        target = get_object_or_404(self.get_queryset(), name=self.kwargs["name"])
+        target.workspace = self.access.workspace
+        return target
+
+    def list(self, request: Request, workspace_id: str) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(s.ComputeTargetSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, workspace_id: str, name: str) -> Response:
+        return Response(s.ComputeTargetSerializer(self.get_object()).data)
+
+    @extend_schema(
+        request=s.ComputeTargetCreateSerializer, responses={201: s.ComputeTargetSerializer}
+    )
+    def create(self, request: Request, workspace_id: str) -> Response:
+        self.access.require(Role.OWNER, "adding compute targets")
+        data = validated(s.ComputeTargetCreateSerializer, request)
+        target = services.create_compute_target(
+            actor=actor_for(request), workspace=self.access.workspace, **data
+        )
+        return Response(s.ComputeTargetSerializer(target).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request: Request, workspace_id: str, name: str) -> Response:
+        self.access.require(Role.OWNER, "removing compute targets")
+        services.delete_compute_target(actor=actor_for(request), target=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from portal.models import ApiToken, AuditEvent, Membership, Workspace
+from portal.models import ApiToken, AuditEvent, ComputeTarget, Membership, Workspace
 
 # (method, path template, body, minimum role that may do it)
 # {ws} is the workspace uuid; {tok} is a token of bob's in it.
@@ -27,6 +27,10 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("get", "/api/v1/workspaces/{ws}/tokens/{tok}/", None, "owner"),
     ("delete", "/api/v1/workspaces/{ws}/tokens/{tok}/", None, "owner"),
     ("get", "/api/v1/workspaces/{ws}/audit/", None, "owner"),
+    ("get", "/api/v1/workspaces/{ws}/compute/", None, "reader"),
+    ("get", "/api/v1/workspaces/{ws}/compute/local/", None, "reader"),
+    ("post", "/api/v1/workspaces/{ws}/compute/", {"name": "gpu-pool", "kind": "docker"}, "owner"),
+    ("delete", "/api/v1/workspaces/{ws}/compute/cpu-pool/", None, "owner"),
 ]
 RANK = {"reader": 1, "contributor": 2, "owner": 3}
 
@@ -37,11 +41,14 @@ def snapshot() -> tuple[Any, ...]:
         list(Membership.objects.values_list("workspace_id", "user_id", "role").order_by("pk")),
         list(ApiToken.objects.values_list("name", "revoked_at").order_by("pk")),
         AuditEvent.objects.count(),
+        list(ComputeTarget.objects.values_list("workspace_id", "name").order_by("pk")),
     )
 
 
 @pytest.fixture
 def bobs_token(ws: Workspace, bob: Any, make_token: Any) -> ApiToken:
+    """Bob's token in `ws` (and a removable compute target, for the matrix)."""
+    ComputeTarget.objects.create(workspace=ws, name="cpu-pool", kind="local", queue="local")
     make_token(bob, ws)
     return ApiToken.objects.get(user=bob, workspace=ws)
 
