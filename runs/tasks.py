@@ -22,6 +22,12 @@ def execute_step(self: Any, step_id: int) -> None:
         next_id = worker.execute_step(next_id, queue)
 
 
+@shared_task(name="runs.after_step")
+def after_step(step_id: int) -> None:
+    """After a step ends: its log files, and runs that wait for a slot on its target."""
+    worker.after_step(step_id)
+
+
 @shared_task(name="runs.advance")
 def advance(run_id: int) -> None:
     """Move a run forward (idempotent)."""

@@ -6,6 +6,7 @@ Called by the Celery task runs.tasks.execute_step on the compute target's queue.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -397,8 +398,6 @@ def _store_log_files(step: StepRun) -> None:
     """azureml-logs/70_driver_log.txt etc. next to the step's outputs, after it ends."""
     datastore = _datastore(step, "workspaceblobstore")
     storage = storage_for(datastore)
-    import io
-
     for log_name, file_name in (
         ("driver", "70_driver_log.txt"),
         ("prep", "65_job_prep.txt"),
@@ -598,17 +597,26 @@ def finish(
             finished_at=now,
             timings=timings,
         )
-    # Start what comes next first: the log files are for later readers.
     with collect_claims() as claimed:
         advance_run(step.run_id)
+    # Off the critical path: the log files are for later readers, and other runs waiting for
+    # a slot on this target are advanced by another task.
+    from runs.tasks import after_step
+
+    after_step.delay(step.pk)
+    return claimed
+
+
+def after_step(step_id: int) -> None:
+    """Write a finished step's log files and advance runs waiting for a slot on its target."""
+    step = StepRun.objects.select_related("run", "compute_target").filter(pk=step_id).first()
+    if step is None:
+        return
     try:
         _store_log_files(step)
     except Exception:  # the logs stay readable from the database
         log.warning("Could not write the log files of step %s", step.pk, exc_info=True)
     if step.compute_target is not None:
-        from runs.tasks import advance
-
         for run_id in runs_waiting_on(step.compute_target):
             if run_id != step.run_id:
-                advance.delay(run_id)
-    return claimed
+                advance_run(run_id)

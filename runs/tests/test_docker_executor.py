@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from runs.executors.base import EnvironmentSpec, Execution, ExecutorError, Launch, Mount
+from runs.executors.base import EnvironmentSpec, ExecutorError, Launch, Mount
 from runs.executors.docker import (
     DockerExecutor,
     container_config,
@@ -28,6 +28,7 @@ from runs.executors.docker import (
     env_image_tag,
     pip_config_for_build,
 )
+from runs.tests.executor_support import Collected, run_to_end
 
 BASE_IMAGE = os.environ.get("MILLRACE_BASE_IMAGE", "millrace-base:bookworm-1")
 
@@ -244,32 +245,6 @@ def snapshot() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
-class Collected:
-    """Reads an execution's output on a thread, like the worker does."""
-
-    def __init__(self, execution: Execution) -> None:
-        self.chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-        self._thread = threading.Thread(target=self._read, args=(execution,), daemon=True)
-        self._thread.start()
-
-    def _read(self, execution: Execution) -> None:
-        for stream, chunk in execution.output():
-            self.chunks[stream].append(chunk)
-
-    def text(self, stream: str) -> str:
-        return b"".join(self.chunks[stream]).decode()
-
-    def wait_for(self, needle: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text("stdout"):
-            assert time.monotonic() < deadline, f"{needle!r} never printed: {self.text('stderr')}"
-            time.sleep(0.02)
-
-    def join(self, timeout: float = 30) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the output never ended"
-
-
 def launch_script(
     snapshot: Path, code: str, *, step_id: str | None = None, **overrides: Any
 ) -> Launch:
@@ -286,15 +261,9 @@ def launch_script(
 
 
 def run(executor: DockerExecutor, launch: Launch, timeout: float = 60) -> tuple[int, str, str]:
-    execution = executor.start(launch, executor.prepare(launch.environment, lambda _: None))
-    try:
-        collected = Collected(execution)
-        code = execution.wait(timeout)
-        assert code is not None, "the step did not end"
-        collected.join()
-        return code, collected.text("stdout"), collected.text("stderr")
-    finally:
-        execution.cleanup()
+    return run_to_end(
+        executor.start(launch, executor.prepare(launch.environment, lambda _: None)), timeout
+    )
 
 
 def containers_of(step_id: str) -> list[str]:

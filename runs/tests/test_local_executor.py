@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from runs.executors.base import EnvironmentSpec, Execution, ExecutorError, Launch, Mount
 from runs.executors.local import LocalExecutor
+from runs.tests.executor_support import Collected, run_to_end
 
 
 @pytest.fixture
@@ -28,32 +28,6 @@ def snapshot(tmp_path: Path) -> Path:
     folder = tmp_path / "snapshot"
     folder.mkdir()
     return folder
-
-
-class Collected:
-    """Reads an execution's output on a thread, like the worker does."""
-
-    def __init__(self, execution: Execution) -> None:
-        self.chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
-        self._thread = threading.Thread(target=self._read, args=(execution,), daemon=True)
-        self._thread.start()
-
-    def _read(self, execution: Execution) -> None:
-        for stream, chunk in execution.output():
-            self.chunks[stream].append(chunk)
-
-    def text(self, stream: str) -> str:
-        return b"".join(self.chunks[stream]).decode()
-
-    def wait_for(self, needle: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text("stdout"):
-            assert time.monotonic() < deadline, f"{needle!r} never printed: {self.text('stderr')}"
-            time.sleep(0.02)
-
-    def join(self, timeout: float = 30) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the output never ended"
 
 
 def launch_script(snapshot: Path, code: str, **overrides: Any) -> Launch:
@@ -74,15 +48,7 @@ def start(executor: LocalExecutor, launch: Launch) -> Execution:
 
 
 def run(executor: LocalExecutor, launch: Launch, timeout: float = 60) -> tuple[int, str, str]:
-    execution = start(executor, launch)
-    try:
-        collected = Collected(execution)
-        code = execution.wait(timeout)
-        assert code is not None, "the step did not end"
-        collected.join()
-        return code, collected.text("stdout"), collected.text("stderr")
-    finally:
-        execution.cleanup()
+    return run_to_end(start(executor, launch), timeout)
 
 
 def alive(pid: int) -> bool:

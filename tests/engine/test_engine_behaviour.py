@@ -29,6 +29,7 @@ from django.core.exceptions import ValidationError
 from portal import services
 from portal.datastores import storage_for
 from portal.models import ComputeTarget, Datastore, Workspace
+from portal.storage import NotFound
 from runs.logs import log_text
 from runs.models import (
     ACTIVE,
@@ -89,6 +90,14 @@ def status_of(run: PipelineRun, name: str) -> str:
 
 def summary(run: PipelineRun) -> list[tuple[str, str, str]]:
     return [(s.name, s.status, s.error) for s in StepRun.objects.filter(run=run)]
+
+
+def blob_exists(workspace: Workspace, path: str) -> bool:
+    try:
+        blob_storage(workspace).stat(path)
+    except NotFound:
+        return False
+    return True
 
 
 def driver_has(run: PipelineRun, name: str, text: str) -> bool:
@@ -1131,10 +1140,10 @@ def test_a_million_lines_and_a_10_mb_line_are_stored_whole_while_the_worker_stay
         seq for chunk in LogChunk.objects.filter(step_run=many) for seq, _, _ in chunk.lines
     )
     assert all_seqs == list(range(1, many.log_seq + 1))
-    # The Azure-named log file holds the same lines.
-    stored = b"".join(
-        blob_storage(engine_ws).open_read(f"azureml/{many.uuid}/azureml-logs/70_driver_log.txt")
-    )
+    # The Azure-named log file holds the same lines (written just after the step ends).
+    log_file = f"azureml/{many.uuid}/azureml-logs/70_driver_log.txt"
+    wait_until(lambda: blob_exists(engine_ws, log_file), "the driver log file", worker, 60)
+    stored = b"".join(blob_storage(engine_ws).open_read(log_file))
     assert stored == "".join(f"line {i}\n" for i in range(1, N_LINES + 1)).encode()
 
     long = StepRun.objects.get(run=big, name="long")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,15 @@ def test_prepare_train_evaluate_through_azurite(blob_worker, blob_ws, alice, dat
     service = BlobServiceClient.from_connection_string(
         os.environ["MILLRACE_TEST_AZURITE_CONNECTION_STRING"]
     )
-    blobs = {b.name for b in service.get_container_client(blobstore.container_name).list_blobs()}
+    container = service.get_container_client(blobstore.container_name)
+    blobs = {b.name for b in container.list_blobs()}
     assert f"azureml/{steps['prepare'].uuid}/prepared/train.csv" in blobs
-    assert f"azureml/{steps['train'].uuid}/azureml-logs/70_driver_log.txt" in blobs
+    # The Azure-named log file is written just after the step ends.
+    log_file = container.get_blob_client(
+        f"azureml/{steps['train'].uuid}/azureml-logs/70_driver_log.txt"
+    )
+    deadline = time.monotonic() + 60
+    while not log_file.exists():
+        assert time.monotonic() < deadline, "the driver log file was never written"
+        time.sleep(0.1)
+    assert b"fitted y = 3.000 x + 1.000" in log_file.download_blob().readall()
