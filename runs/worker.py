@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
-from django.db.models import JSONField, Value
+from django.db.models import F, JSONField, Value
 from django.utils import timezone
 
 from pipelines.models import Snapshot
@@ -132,13 +132,19 @@ def _datastore(step: StepRun, name: str) -> Datastore:
 def prepare_inputs(step: StepRun, workdir: Path, prep: LogWriter) -> Prepared:
     spec = step.spec
     resolved = spec["resolved"]
-    snapshot = Snapshot.objects.select_related("workspace").get(
-        workspace_id=step.run.workspace_id, digest=spec["snapshot"]
-    )
-    prep.write(
-        "stdout", f"Fetching snapshot {snapshot.digest[:12]} ({len(snapshot.manifest)} files)."
-    )
-    snapshot_dir = materialize(snapshot, data_root() / "cache" / "snapshots")
+    cache = data_root() / "cache" / "snapshots"
+    snapshot_dir = cache / spec["snapshot"]
+    if (snapshot_dir / ".millrace-ready").exists():
+        prep.write("stdout", f"Snapshot {spec['snapshot'][:12]}: cached on this node.")
+    else:
+        snapshot = Snapshot.objects.select_related("workspace").get(
+            workspace_id=step.run.workspace_id, digest=spec["snapshot"]
+        )
+        prep.write(
+            "stdout",
+            f"Fetching snapshot {snapshot.digest[:12]} ({len(snapshot.manifest)} files).",
+        )
+        snapshot_dir = materialize(snapshot, cache)
     mounts = [
         Mount(snapshot_dir, "snapshot", read_only=True),
         Mount(sdk_dist(), "sdk", read_only=True),
@@ -429,14 +435,26 @@ def execute_step(step_id: int, queue: str | None = None) -> int | None:
     if step is None or step.status != Status.QUEUED:
         return None
     now = timezone.now()
+    # One conditional UPDATE claims the step and counts the attempt; winning it makes the row
+    # ours, so the copy in memory only needs the same changes.
     claimed = StepRun.objects.filter(pk=step.pk, status=Status.QUEUED).update(
-        status=Status.PREPARING, worker=WORKER_ID, heartbeat_at=now, started_at=now, error=""
+        status=Status.PREPARING,
+        worker=WORKER_ID,
+        heartbeat_at=now,
+        started_at=now,
+        error="",
+        attempt=F("attempt") + 1,
     )
     if not claimed:
         return None
-    step.refresh_from_db()
+    step.status, step.worker, step.heartbeat_at, step.started_at, step.error = (
+        Status.PREPARING,
+        WORKER_ID,
+        now,
+        now,
+        "",
+    )
     step.attempt += 1
-    StepRun.objects.filter(pk=step.pk).update(attempt=step.attempt)
     attempt = StepAttempt.objects.create(
         step_run=step, number=step.attempt, worker=WORKER_ID, status=Status.PREPARING
     )
