@@ -488,6 +488,18 @@ def print_cpu(worker: Child, before: tuple[float, float], steps: int) -> None:
     )
 
 
+def repeat_runs(
+    fx: Fixture, graph: dict[str, Any], name: str, repeat: int
+) -> tuple[list[float], list[PipelineRun]]:
+    """Submit ``graph`` ``repeat`` times; the seconds each took to Completed, and the runs."""
+    times, runs = [], []
+    for _ in range(repeat):
+        seconds, run = time_run(fx, graph, name)
+        times.append(seconds)
+        runs.append(run)
+    return times, runs
+
+
 def chain_case(
     fx: Fixture,
     digest: str,
@@ -498,12 +510,8 @@ def chain_case(
     worker: Child,
 ) -> list[PipelineRun]:
     graph = chain_graph(digest, kind)
-    times, runs = [], []
     cpu = worker.cpu_seconds()
-    for _ in range(repeat):
-        seconds, run = time_run(fx, graph, f"chain-{kind}")
-        times.append(seconds)
-        runs.append(run)
+    times, runs = repeat_runs(fx, graph, f"chain-{kind}", repeat)
     total = median(times)
     per_step_ms = total * 1000 / CHAIN_STEPS
     overhead_ms = per_step_ms - floor_s * 1000
@@ -541,12 +549,8 @@ def fanout_case(
     worker: Child,
 ) -> list[PipelineRun]:
     graph = fanout_graph(digest, kind)
-    times, runs = [], []
     cpu = worker.cpu_seconds()
-    for _ in range(repeat):
-        seconds, run = time_run(fx, graph, f"fanout-{kind}")
-        times.append(seconds)
-        runs.append(run)
+    times, runs = repeat_runs(fx, graph, f"fanout-{kind}", repeat)
     total = median(times)
     ok: bool | None = None
     budget = "none in DESIGN.md"
