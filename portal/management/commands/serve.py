@@ -159,7 +159,9 @@ class Command(BaseCommand):
     def _queues(self) -> list[str]:
         """The default queue, the `local` target's, and `docker` when an engine answers."""
         queues = ["celery", "local"]
-        if shutil.which("docker") and Path("/var/run/docker.sock").exists():
+        if os.environ.get("MILLRACE_DOCKER") == "0":
+            self.stdout.write("MILLRACE_DOCKER=0: the `docker` queue is not served.")
+        elif shutil.which("docker") and Path("/var/run/docker.sock").exists():
             check = subprocess.run(["docker", "info"], capture_output=True, check=False)
             if check.returncode == 0:
                 queues.append("docker")
