@@ -108,10 +108,6 @@ def publish(group: str, message: Message) -> None:
     _publisher.send(group, dict(message))
 
 
-def wait_published(timeout: float = 10.0) -> bool:
-    return _publisher.wait_idle(timeout)
-
-
 class RunStatus(TypedDict):
     type: Literal["run_status"]
     run: str

@@ -158,23 +158,6 @@ def read_chunks(
     return out
 
 
-def read_log(
-    step: StepRun, *, log_name: str | None = None, after: int = 0, limit: int = 10_000
-) -> list[list[Any]]:
-    """Stored lines of a step with seq > ``after`` (at most ``limit``), in order."""
-    chunks = LogChunk.objects.filter(step_run=step, last_seq__gt=after).order_by("first_seq")
-    if log_name is not None:
-        chunks = chunks.filter(log=log_name)
-    out: list[list[Any]] = []
-    for chunk in chunks.iterator():
-        for line in chunk.lines:
-            if line[0] > after:
-                out.append(line)
-                if len(out) >= limit:
-                    return out
-    return out
-
-
 def log_text(step: StepRun, log_name: str = "driver") -> str:
     """The whole log as text (the azureml-logs file)."""
     lines: list[str] = []

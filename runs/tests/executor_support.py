@@ -45,3 +45,20 @@ def run_to_end(execution: Execution, timeout: float = 60) -> tuple[int, str, str
         return code, collected.text("stdout"), collected.text("stderr")
     finally:
         execution.cleanup()
+
+
+# A step printing 20,000 numbered lines on each stream, interleaved: nothing may be lost or
+# reordered within a stream.
+BOTH_STREAMS = (
+    "import sys\n"
+    "for i in range(20000):\n"
+    "    print(f'out {i}')\n"
+    "    print(f'err {i}', file=sys.stderr)\n"
+)
+
+
+def assert_both_streams_whole(result: tuple[int, str, str]) -> None:
+    exit_code, out, err = result
+    assert exit_code == 0
+    assert out.splitlines() == [f"out {i}" for i in range(20000)]
+    assert err.splitlines() == [f"err {i}" for i in range(20000)]

@@ -28,7 +28,12 @@ from runs.executors.docker import (
     env_image_tag,
     pip_config_for_build,
 )
-from runs.tests.executor_support import Collected, run_to_end
+from runs.tests.executor_support import (
+    BOTH_STREAMS,
+    Collected,
+    assert_both_streams_whole,
+    run_to_end,
+)
 
 BASE_IMAGE = os.environ.get("MILLRACE_BASE_IMAGE", "millrace-base:bookworm-1")
 
@@ -279,16 +284,7 @@ def containers_of(step_id: str) -> list[str]:
 def test_it_captures_every_line_of_both_streams_in_order(
     executor: DockerExecutor, snapshot: Path
 ) -> None:
-    code = (
-        "import sys\n"
-        "for i in range(20000):\n"
-        "    print(f'out {i}')\n"
-        "    print(f'err {i}', file=sys.stderr)\n"
-    )
-    exit_code, out, err = run(executor, launch_script(snapshot, code))
-    assert exit_code == 0
-    assert out.splitlines() == [f"out {i}" for i in range(20000)]
-    assert err.splitlines() == [f"err {i}" for i in range(20000)]
+    assert_both_streams_whole(run(executor, launch_script(snapshot, BOTH_STREAMS)))
 
 
 def test_it_captures_what_a_step_prints_at_once_on_start(

@@ -15,7 +15,12 @@ import pytest
 
 from runs.executors.base import EnvironmentSpec, Execution, ExecutorError, Launch, Mount
 from runs.executors.local import LocalExecutor
-from runs.tests.executor_support import Collected, run_to_end
+from runs.tests.executor_support import (
+    BOTH_STREAMS,
+    Collected,
+    assert_both_streams_whole,
+    run_to_end,
+)
 
 
 @pytest.fixture
@@ -82,16 +87,7 @@ def pids() -> Iterator[list[int]]:
 def test_it_captures_every_line_of_both_streams_in_order(
     executor: LocalExecutor, snapshot: Path
 ) -> None:
-    code = (
-        "import sys\n"
-        "for i in range(20000):\n"
-        "    print(f'out {i}')\n"
-        "    print(f'err {i}', file=sys.stderr)\n"
-    )
-    exit_code, out, err = run(executor, launch_script(snapshot, code))
-    assert exit_code == 0
-    assert out.splitlines() == [f"out {i}" for i in range(20000)]
-    assert err.splitlines() == [f"err {i}" for i in range(20000)]
+    assert_both_streams_whole(run(executor, launch_script(snapshot, BOTH_STREAMS)))
 
 
 @pytest.mark.parametrize("status", [0, 3])
