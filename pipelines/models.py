@@ -1,9 +1,11 @@
-"""Pipeline authoring: content-addressed snapshots of a step's source directory."""
+"""Pipeline authoring: pipelines (immutable graphs) and content-addressed snapshots of a
+step's source directory."""
 
 from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 from portal.models import Workspace
@@ -28,3 +30,39 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return self.digest[:12]
+
+
+class Pipeline(models.Model):
+    """An immutable pipeline graph (runs/graph.py). Submitting the same graph again finds the
+    same pipeline (``digest`` is the hash of its canonical JSON), so a pipeline gathers every
+    run of one definition; each run still keeps the graph it ran."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="pipelines")
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    digest = models.CharField(max_length=64)
+    graph = models.JSONField()
+    step_count = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "digest"], name="pipeline_digest_unique")
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"]),
+            models.Index(fields=["workspace", "name"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def parameters(self) -> dict[str, dict[str, object]]:
+        params = self.graph.get("parameters") or {}
+        return params if isinstance(params, dict) else {}

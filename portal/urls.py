@@ -46,6 +46,8 @@ workspace_patterns = [
         datastore_views.datastore_delete,
         name="datastore-delete",
     ),
+    path("", include("pipelines.urls")),
+    path("", include("runs.urls")),
 ]
 
 urlpatterns = [

@@ -50,6 +50,9 @@ class PipelineRun(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NOT_STARTED)
     graph = models.JSONField()
     parameters = models.JSONField(default=dict)  # resolved values

@@ -1,0 +1,13 @@
+"""Pipeline pages (placeholder until issue 6's pages land)."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse
+
+
+def pipeline_list(request: HttpRequest, workspace_id: str) -> HttpResponse:
+    raise Http404("Not built yet.")
+
+
+def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -> HttpResponse:
+    raise Http404("Not built yet.")
