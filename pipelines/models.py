@@ -66,3 +66,21 @@ class Pipeline(models.Model):
     def parameters(self) -> dict[str, dict[str, object]]:
         params = self.graph.get("parameters") or {}
         return params if isinstance(params, dict) else {}
+
+
+class SnapshotBlob(models.Model):
+    """A file content stored once per workspace under its sha256 (checked on upload), so
+    "which of these hashes are missing" is one query, never a storage round trip per file."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "sha256"], name="snapshot_blob_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.sha256[:12]

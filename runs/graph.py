@@ -12,10 +12,19 @@ A graph::
                 "inputs": {"prepared": {"pipeline_data": "prepared"},
                            "raw": {"datastore": "workspaceblobstore", "path": "raw/",
                                    "mode": "mount"}},
-                "outputs": {"model": {"datastore": "workspaceblobstore"}},
+                "outputs": {"model": {"datastore": "workspaceblobstore"},
+                            "scores": {"datastore": "workspaceblobstore",
+                                       "path": "scores/{run-id}/{output-name}"}},
                 "compute_target": "local", "environment": {"pip_packages": []},
                 "allow_reuse": true, "run_after": [], "timeout_seconds": null,
                 "max_retries": 2}]}
+
+Parameter types: string, int, float, bool, and datapath — a data location
+``{"datastore": "<name>", "path": "<path>"}`` that a step takes as an input with
+``{"parameter": "<name>", "mode": "mount"}`` (Azure's DataPath + DataPathComputeBinding), so
+the data can change per submission. An output's optional ``path`` fixes where it is written
+(Azure's OutputFileDatasetConfig destination); ``{run-id}`` and ``{output-name}`` in it are
+replaced. Without a path an output gets a folder of its own per step run.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$")
-PARAM_TYPES = {"string": str, "int": int, "float": float, "bool": bool}
+PARAM_TYPES = {"string": str, "int": int, "float": float, "bool": bool, "datapath": dict}
+OUTPUT_PLACEHOLDERS = ("{run-id}", "{output-name}")
 INPUT_MODES = ("mount", "download")
 MAX_STEPS = 5000
 DEFAULT_MAX_RETRIES = 2
@@ -66,7 +76,30 @@ def _is_type(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "datapath":
+        return (
+            isinstance(value, dict)
+            and set(value) == {"datastore", "path"}
+            and isinstance(value["datastore"], str)
+            and isinstance(value["path"], str)
+        )
     return isinstance(value, str)
+
+
+def _bad_path(path: str) -> str | None:
+    """Why a relative datastore path is unacceptable, or None."""
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or ".." in parts or "\0" in path:
+        return f"{path!r} must be a relative path without '..'."
+    return None
+
+
+def _datapath_problem(value: Any, known: Known | None) -> str | None:
+    if not _is_type(value, "datapath"):
+        return 'must be {"datastore": "<name>", "path": "<path>"}.'
+    if known is not None and value["datastore"] not in known.datastores:
+        return f"unknown datastore {value['datastore']!r}."
+    return _bad_path(value["path"])
 
 
 def _is_environment(env: Any) -> bool:
@@ -105,7 +138,10 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
             bad(where, f"needs a type, one of: {', '.join(PARAM_TYPES)}.")
             continue
         default = pspec.get("default")
-        if default is not None and not _is_type(default, pspec["type"]):
+        if default is not None and pspec["type"] == "datapath":
+            if (why := _datapath_problem(default, known)) is not None:
+                bad(f"{where}.default", why)
+        elif default is not None and not _is_type(default, pspec["type"]):
             bad(where, f"default {default!r} is not of type {pspec['type']}.")
     steps = graph.get("steps")
     if not isinstance(steps, list) or not steps:
@@ -147,6 +183,12 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 not isinstance(datastore, str) or datastore not in known.datastores
             ):
                 bad(owhere, f"unknown datastore {datastore!r}.")
+            opath = (ospec or {}).get("path")
+            if opath is not None:
+                if not isinstance(opath, str) or not opath.strip("/"):
+                    bad(f"{owhere}.path", "must be a non-empty relative path.")
+                elif (why := _bad_path(opath)) is not None:
+                    bad(f"{owhere}.path", why)
 
     deps: dict[str, list[str]] = {}
     for index, step in enumerate(steps):
@@ -204,13 +246,17 @@ def validate(graph: Any, known: Known) -> dict[str, list[str]]:
                 if not isinstance(ispec.get("path", ""), str):
                     bad(iwhere, "path must be text.")
             elif "parameter" in ispec:
-                bad(
-                    iwhere,
-                    "an input cannot come from a parameter (yet); pass the parameter as an "
-                    'argument: {"parameter": "<name>"}.',
-                )
+                pname = ispec["parameter"]
+                if not isinstance(pname, str) or pname not in params:
+                    bad(iwhere, f"refers to unknown parameter {pname!r}.")
+                elif not isinstance(params[pname], dict) or params[pname].get("type") != "datapath":
+                    bad(
+                        iwhere,
+                        f"parameter {pname!r} is not a datapath; pass a plain parameter as an "
+                        'argument: {"parameter": "<name>"}.',
+                    )
             else:
-                bad(iwhere, "needs pipeline_data, or datastore + path.")
+                bad(iwhere, "needs pipeline_data, datastore + path, or a datapath parameter.")
         outputs = step.get("outputs", {}) if isinstance(step.get("outputs"), dict) else {}
         arguments = step.get("arguments")
         if arguments is None:
@@ -310,8 +356,11 @@ def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
-def resolve_parameters(graph: dict[str, Any], values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Typed parameter values: the submitted ones over the defaults.
+def resolve_parameters(
+    graph: dict[str, Any], values: Mapping[str, Any] | None, known: Known | None = None
+) -> dict[str, Any]:
+    """Typed parameter values: the submitted ones over the defaults. With ``known``, a
+    datapath value must name a datastore of the workspace.
 
     Raises:
         GraphError: unknown names, wrong types, missing required values (all at once).
@@ -333,7 +382,11 @@ def resolve_parameters(graph: dict[str, Any], values: Mapping[str, Any] | None) 
             value = given[name]
             if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not _is_type(value, kind):
+            if kind == "datapath":
+                if (why := _datapath_problem(value, known)) is not None:
+                    problems.append(Problem(f"pipeline_parameters.{name}", why))
+                    continue
+            elif not _is_type(value, kind):
                 problems.append(
                     Problem(f"pipeline_parameters.{name}", f"{value!r} is not of type {kind}.")
                 )

@@ -43,7 +43,12 @@ def _sha(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def output_path(step: StepRun, name: str) -> str:
+def output_path(run: PipelineRun, step: StepRun, name: str, fixed: str | None = None) -> str:
+    """Where a step run writes output ``name``: its own folder, or the graph's fixed path
+    with ``{run-id}`` and ``{output-name}`` filled in."""
+    if fixed:
+        filled = fixed.replace("{run-id}", str(run.uuid)).replace("{output-name}", name)
+        return clean_prefix(filled)
     return f"azureml/{step.uuid}/{name}/"
 
 
@@ -93,6 +98,9 @@ def resolve_step(run: PipelineRun, step: StepRun, by_name: dict[str, StepRun]) -
                 "mode": mode,
                 "from_step": producer.name,
             }
+        elif "parameter" in ispec:
+            value = run.parameters[ispec["parameter"]]
+            inputs[iname] = {"datastore": value["datastore"], "path": value["path"], "mode": mode}
         else:
             inputs[iname] = {
                 "datastore": ispec["datastore"],
@@ -103,7 +111,7 @@ def resolve_step(run: PipelineRun, step: StepRun, by_name: dict[str, StepRun]) -
     outputs = {
         oname: {
             "datastore": (ospec or {}).get("datastore") or default_store,
-            "path": output_path(step, oname),
+            "path": output_path(run, step, oname, (ospec or {}).get("path")),
         }
         for oname, ospec in (spec.get("outputs") or {}).items()
     }
@@ -135,7 +143,10 @@ def reuse_parts(run: PipelineRun, step: StepRun, resolved: dict[str, Any]) -> di
                 "inputs": {
                     k: v.get("mode", "mount") for k, v in (spec.get("inputs") or {}).items()
                 },
-                "outputs": sorted(spec.get("outputs") or {}),
+                "outputs": {
+                    name: (ospec or {}).get("path")
+                    for name, ospec in (spec.get("outputs") or {}).items()
+                },
             }
         ),
         "snapshot": str(spec.get("snapshot")),

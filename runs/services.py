@@ -9,14 +9,16 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from pipelines.models import Snapshot
+from pipelines.models import Pipeline, Snapshot
+from pipelines.services import clean_pipeline_name, store_pipeline
 from portal.models import ComputeTarget, Datastore, Workspace
 from portal.services import Actor, record_event
-from runs.graph import GraphError, Known, resolve_parameters, validate
+from runs.graph import GraphError, Known, Problem, resolve_parameters, validate
 from runs.models import ACTIVE, TERMINAL, Experiment, PipelineRun, Status, StepRun
 from runs.orchestrator import publish_step_later
 
 EXPERIMENT_NAME_MAX = 255
+SOURCES = ("sdk", "rest", "portal", "schedule")
 
 
 def _graph_error(exc: GraphError) -> ValidationError:
@@ -53,15 +55,32 @@ def known_in(workspace: Workspace, graph: dict[str, Any]) -> Known:
 
 
 def validate_pipeline(
-    workspace: Workspace, graph: dict[str, Any], parameters: dict[str, Any] | None = None
+    workspace: Workspace,
+    graph: dict[str, Any],
+    parameters: dict[str, Any] | None = None,
+    local_snapshots: dict[str, list[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Check a graph (and parameter values) against the workspace; raise ValidationError
-    listing every problem, keyed by where it is."""
+    listing every problem, keyed by where it is. ``local_snapshots`` (digest → file paths)
+    describes source directories a client has not uploaded yet, so a graph can be checked
+    before anything is sent."""
+    known = known_in(workspace, graph)
+    if local_snapshots:
+        known.snapshots = {**local_snapshots, **known.snapshots}
+    problems: list[Problem] = []
+    deps: dict[str, list[str]] = {}
     try:
-        deps = validate(graph, known_in(workspace, graph))
-        resolve_parameters(graph, parameters)
+        deps = validate(graph, known)
     except GraphError as exc:
-        raise _graph_error(exc) from None
+        problems += exc.problems
+    if isinstance(graph, dict) and isinstance(graph.get("parameters", {}), dict):
+        try:
+            resolve_parameters(graph, parameters, known)
+        except (GraphError, KeyError, TypeError) as exc:
+            # A malformed parameter spec is already reported by validate().
+            problems += exc.problems if isinstance(exc, GraphError) else []
+    if problems:
+        raise _graph_error(GraphError(problems))
     return deps
 
 
@@ -70,31 +89,44 @@ def submit_pipeline_run(
     actor: Actor,
     workspace: Workspace,
     experiment_name: str,
-    graph: dict[str, Any],
+    graph: dict[str, Any] | None = None,
+    pipeline: Pipeline | None = None,
+    pipeline_name: str | None = None,
+    description: str = "",
     pipeline_parameters: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     regenerate_outputs: bool = False,
     continue_on_step_failure: bool = False,
     source: str = "sdk",
 ) -> PipelineRun:
-    """Validate a graph and its parameters, then store the run and its steps in one
-    transaction and start it on commit.
+    """Validate a graph (or a stored pipeline's) and its parameters, then store the pipeline
+    (unless the same graph is stored already), the run and its steps in one transaction and
+    start it on commit.
 
     Raises:
         ValidationError: every problem with the graph or the parameters; nothing is stored.
     """
     from runs.tasks import advance
 
-    name = (experiment_name or "").strip()
+    name = experiment_name.strip() if isinstance(experiment_name, str) else ""
     if not name or len(name) > EXPERIMENT_NAME_MAX:
         raise ValidationError(
             {"experiment_name": f"Give a name of 1 to {EXPERIMENT_NAME_MAX} characters."}
         )
+    if pipeline is not None:
+        graph = pipeline.graph
+    if source not in SOURCES:
+        raise ValidationError({"source": f"One of: {', '.join(SOURCES)}."})
+    if pipeline_parameters is not None and not isinstance(pipeline_parameters, dict):
+        raise ValidationError({"pipeline_parameters": "Give an object of name → value."})
+    known = known_in(workspace, graph or {})
     try:
-        deps = validate(graph, known_in(workspace, graph))
-        values = resolve_parameters(graph, pipeline_parameters)
+        deps = validate(graph, known)
+        values = resolve_parameters(graph or {}, pipeline_parameters, known)
     except GraphError as exc:
         raise _graph_error(exc) from None
+    assert graph is not None
+    title = clean_pipeline_name(pipeline_name, name)
     if tags is not None and (
         not isinstance(tags, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
@@ -102,10 +134,15 @@ def submit_pipeline_run(
         raise ValidationError({"tags": "Tags are text keys with text values."})
     targets = {t.name: t for t in ComputeTarget.objects.filter(workspace=workspace)}
     with transaction.atomic():
+        if pipeline is None:
+            pipeline, _ = store_pipeline(
+                actor=actor, workspace=workspace, graph=graph, name=title, description=description
+            )
         experiment, _ = Experiment.objects.get_or_create(workspace=workspace, name=name)
         run = PipelineRun.objects.create(
             workspace=workspace,
             experiment=experiment,
+            pipeline=pipeline,
             graph=graph,
             parameters=values,
             tags=dict(tags or {}),
@@ -192,3 +229,34 @@ def cancel_step(*, actor: Actor, step: StepRun) -> StepRun:
     )
     transaction.on_commit(lambda: advance.delay(step.run_id))
     return step
+
+
+TAG_MAX = 100
+
+
+@transaction.atomic
+def tag_run(*, actor: Actor, run: PipelineRun, tags: dict[str, str]) -> PipelineRun:
+    """Merge tags into a run's tags (a value of "" keeps the key with an empty value).
+
+    Raises:
+        ValidationError: not text → text, or more than TAG_MAX tags in all.
+    """
+    if not isinstance(tags, dict) or not all(
+        isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in tags.items()
+    ):
+        raise ValidationError({"tags": "Tags are non-empty text keys with text values."})
+    locked = PipelineRun.objects.select_for_update().get(pk=run.pk)
+    merged = {**locked.tags, **tags}
+    if len(merged) > TAG_MAX:
+        raise ValidationError({"tags": f"A run has at most {TAG_MAX} tags."})
+    PipelineRun.objects.filter(pk=run.pk).update(tags=merged)
+    run.tags = merged
+    record_event(
+        actor=actor,
+        workspace=run.workspace,
+        verb="run.tag",
+        obj=run,
+        object_repr=str(run.uuid),
+        data={"tags": sorted(tags)},
+    )
+    return run

@@ -5,16 +5,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('pipelines', '0002_pipeline'),
-        ('runs', '0002_output_file_count'),
+        ("pipelines", "0002_pipeline"),
+        ("runs", "0002_output_file_count"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='pipelinerun',
-            name='pipeline',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='runs', to='pipelines.pipeline'),
+            model_name="pipelinerun",
+            name="pipeline",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="runs",
+                to="pipelines.pipeline",
+            ),
         ),
     ]
