@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
+from pipelines.models import Pipeline
 from portal import services
 from portal.models import AuditEvent, Workspace
 from runs.models import Experiment, PipelineRun, StepRun
@@ -16,7 +17,7 @@ from runs.services import submit_pipeline_run
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-MODELS = (Experiment, PipelineRun, StepRun, AuditEvent)
+MODELS = (Experiment, PipelineRun, StepRun, AuditEvent, Pipeline)
 
 
 def counts() -> dict[str, int]:
@@ -244,8 +245,9 @@ def test_a_bad_experiment_name_is_refused_and_nothing_is_stored(engine_ws, alice
     assert counts() == before
 
 
-def test_a_good_graph_is_stored_with_its_steps_and_one_audit_event(engine_ws, alice, digest):
-    """The counterpart of the refusals: the same helper stores a good graph."""
+def test_a_good_graph_is_stored_with_its_steps_and_two_audit_events(engine_ws, alice, digest):
+    """The counterpart of the refusals: the same helper stores a good graph (as a new
+    pipeline, then its run)."""
     before = counts()
     run = submit(
         engine_ws,
@@ -255,5 +257,7 @@ def test_a_good_graph_is_stored_with_its_steps_and_one_audit_event(engine_ws, al
     after = counts()
     assert after["PipelineRun"] == before["PipelineRun"] + 1
     assert after["StepRun"] == before["StepRun"] + 2
-    assert after["AuditEvent"] == before["AuditEvent"] + 1
+    assert after["Pipeline"] == before["Pipeline"] + 1
+    assert after["AuditEvent"] == before["AuditEvent"] + 2
+    assert AuditEvent.objects.order_by("-id")[0].verb == "run.submit"
     assert dict(run.steps.values_list("name", "depends_on")) == {"a": [], "b": ["a"]}
