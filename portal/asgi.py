@@ -5,6 +5,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+# Under ASGI every request may run its sync view in another thread, and Django keeps one
+# connection per thread: persistent connections pile up until PostgreSQL refuses more (Django's
+# docs: disable them under ASGI). Workers keep theirs. Read by settings._database().
+os.environ["MILLRACE_ASGI"] = "1"
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -93,6 +93,8 @@ def _database() -> dict[str, object]:
         # Several processes (web, worker, beat) share one file: wait instead of failing on locks.
         config["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
         config["CONN_MAX_AGE"] = 0
+    if env_bool("MILLRACE_ASGI", False):  # set by portal/asgi.py for the web process
+        config["CONN_MAX_AGE"] = 0
     return config
 
 

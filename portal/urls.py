@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import datastore_views, views
@@ -12,7 +12,7 @@ handler403 = "portal.views.permission_denied"
 handler404 = "portal.views.not_found"
 handler500 = "portal.views.server_error"
 
-workspace_patterns = [
+workspace_patterns: list[URLPattern | URLResolver] = [
     path("", views.workspace_home, name="workspace-home"),
     path("settings/", views.workspace_settings, name="workspace-settings"),
     path("delete/", views.workspace_delete, name="workspace-delete"),

@@ -24,7 +24,8 @@ from django.utils import timezone
 from portal.datastores import storage_for
 from portal.models import ComputeTarget, Datastore
 from portal.realtime import RunStatus, StepStatus, publish, run_group
-from portal.storage import NotFound, clean_prefix
+from portal.storage import Entry, NotFound, Storage, clean_prefix
+from portal.storage.local import LocalStorage
 from runs.executors.base import EnvironmentSpec
 from runs.graph import as_argument
 from runs.models import ACTIVE, TERMINAL, Output, PipelineRun, Status, StepRun
@@ -67,17 +68,40 @@ def _datastore(run: PipelineRun, name: str) -> Datastore:
     return datastore
 
 
+# (datastore pk, path, size, modified) → sha256 of a local file's content, per process.
+_content_hashes: dict[tuple[int, str, int | None, str], str] = {}
+
+
+def _content_identity(datastore: Datastore, storage: Storage, entry: Entry) -> str:
+    """What a file holds: its MD5 where the service keeps one, its content hash for a local
+    file (cached while size and time are unchanged), else its size and time. Rewriting a file
+    with the same bytes (a script re-uploading its data) keeps steps reusable."""
+    if entry.content_md5:
+        return f"md5:{entry.content_md5}"
+    if not isinstance(storage, LocalStorage):
+        return f"time:{entry.size}:{entry.modified}"
+    key = (datastore.pk, entry.path, entry.size, str(entry.modified))
+    if key not in _content_hashes:
+        digest = hashlib.sha256()
+        for chunk in storage.open_read(entry.path):
+            digest.update(chunk)
+        _content_hashes[key] = f"sha256:{digest.hexdigest()}"
+    return _content_hashes[key]
+
+
 def _listing_identity(run: PipelineRun, datastore_name: str, path: str) -> str:
-    """What a data reference points at now: names, sizes and modification times below it."""
-    storage = storage_for(_datastore(run, datastore_name))
+    """What a data reference points at now: the names, sizes and contents below it."""
+    datastore = _datastore(run, datastore_name)
+    storage = storage_for(datastore)
     try:
         entry = storage.stat(path) if path.strip("/") else None
     except NotFound:
         return _sha(["missing", datastore_name, path])
     if entry is not None and not entry.is_dir:
-        return _sha([entry.path, entry.size, str(entry.modified)])
+        return _sha([entry.path, entry.size, _content_identity(datastore, storage, entry)])
     listing = [
-        [e.path, e.size, str(e.modified)] for e in storage.list(clean_prefix(path), recursive=True)
+        [e.path, e.size, _content_identity(datastore, storage, e)]
+        for e in storage.list(clean_prefix(path), recursive=True)
     ]
     return _sha(listing)
 

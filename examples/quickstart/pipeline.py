@@ -24,23 +24,29 @@ model = PipelineData("model", datastore=datastore)
 report = PipelineData("report", datastore=datastore)
 tolerance = PipelineParameter("tolerance", default_value=0.75)
 
-common = {"compute_target": "local", "source_directory": os.path.join(here, "src")}
+source = os.path.join(here, "src")
 prepare = PythonScriptStep(
-    script_name="prepare.py", arguments=["--output", prepared], outputs=[prepared], **common
+    script_name="prepare.py",
+    arguments=["--output", prepared],
+    outputs=[prepared],
+    compute_target="local",
+    source_directory=source,
 )
 train = PythonScriptStep(
     script_name="train.py",
     arguments=["--data", prepared, "--epochs", 40, "--output", model],
     inputs=[prepared],
     outputs=[model],
-    **common,
+    compute_target="local",
+    source_directory=source,
 )
 evaluate = PythonScriptStep(
     script_name="evaluate.py",
     arguments=["--data", prepared, "--model", model, "--tolerance", tolerance, "--output", report],
     inputs=[prepared, model],
     outputs=[report],
-    **common,
+    compute_target="local",
+    source_directory=source,
 )
 
 pipeline = Pipeline(workspace=ws, steps=[evaluate])  # resolve_closure pulls in the rest

@@ -31,6 +31,7 @@ _EXPORTS = {
     "PipelineParameter": "data",
     "DataReference": "data_reference",
     "Datastore": "datastore",
+    "ActivityFailedException": "exceptions",
     "AuthenticationError": "exceptions",
     "ConfigurationError": "exceptions",
     "ConflictError": "exceptions",
@@ -38,6 +39,8 @@ _EXPORTS = {
     "MillraceError": "exceptions",
     "NotFoundError": "exceptions",
     "PermissionDeniedError": "exceptions",
+    "RunFailedError": "exceptions",
+    "RunTimeoutError": "exceptions",
     "ServiceError": "exceptions",
     "ValidationError": "exceptions",
     "Experiment": "experiment",
@@ -64,9 +67,18 @@ if TYPE_CHECKING:
         ServicePrincipalAuthentication,
         TokenAuthentication,
     )
+    from pipelines.sdk.compute import AmlCompute, ComputeTarget, ComputeTargetException
+    from pipelines.sdk.data import (
+        DataPath,
+        DataPathComputeBinding,
+        OutputFileDatasetConfig,
+        PipelineData,
+        PipelineParameter,
+    )
     from pipelines.sdk.data_reference import DataReference
     from pipelines.sdk.datastore import Datastore
     from pipelines.sdk.exceptions import (
+        ActivityFailedException,
         AuthenticationError,
         ConfigurationError,
         ConflictError,
@@ -74,10 +86,28 @@ if TYPE_CHECKING:
         MillraceError,
         NotFoundError,
         PermissionDeniedError,
+        RunFailedError,
+        RunTimeoutError,
         ServiceError,
         ValidationError,
     )
+    from pipelines.sdk.experiment import Experiment
+    from pipelines.sdk.pipeline import Pipeline
+    from pipelines.sdk.pipeline_run import PipelineRun, StepRun
     from pipelines.sdk.run import OfflineRun, Run
+    from pipelines.sdk.runconfig import (
+        DEFAULT_CPU_IMAGE,
+        CondaDependencies,
+        Environment,
+        RunConfiguration,
+    )
+    from pipelines.sdk.steps import PythonScriptStep
+    from pipelines.sdk.unsupported import (
+        PipelineEndpoint,
+        PublishedPipeline,
+        Schedule,
+        ScheduleRecurrence,
+    )
     from pipelines.sdk.workspace import Workspace
 
 
@@ -94,6 +124,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DEFAULT_CPU_IMAGE",
+    "ActivityFailedException",
     "AmlCompute",
     "AuthenticationError",
     "ComputeTarget",
@@ -101,7 +133,6 @@ __all__ = [
     "CondaDependencies",
     "ConfigurationError",
     "ConflictError",
-    "DEFAULT_CPU_IMAGE",
     "DataPath",
     "DataPathComputeBinding",
     "DataReference",
@@ -124,6 +155,8 @@ __all__ = [
     "PythonScriptStep",
     "Run",
     "RunConfiguration",
+    "RunFailedError",
+    "RunTimeoutError",
     "Schedule",
     "ScheduleRecurrence",
     "ServiceError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -257,6 +257,48 @@ class HttpClient:
             if not body.get("next"):
                 return
             page += 1
+
+    def iter_cursor(self, path: str, *, params: Mapping[str, Any] | None = None) -> Iterator[Any]:
+        """Every item of a cursor-paginated list, following the server's ``next`` URLs.
+
+        The ``next`` URL is absolute and may name another host (a proxy in front of the
+        server): only its path below ``/api/v1/`` and its query are used, against this
+        client's base URL.
+
+        Args:
+            path: API path of the list.
+            params: query parameters of the first page.
+
+        Yields:
+            Each item of each page, in order.
+
+        Raises:
+            ServiceError: a ``next`` URL that is not an API URL.
+            MillraceError: as ``request``.
+        """
+        body = self.get_json(path, params=params)
+        while True:
+            if isinstance(body, list):  # an unpaginated list
+                yield from body
+                return
+            yield from body.get("results", [])
+            next_url = body.get("next")
+            if not next_url:
+                return
+            parts = urlsplit(str(next_url))
+            at = parts.path.find(API_PREFIX)
+            if at < 0:
+                raise ServiceError(f"The server's next-page URL {next_url!r} is not an API URL.")
+            body = self.get_json(parts.path[at + len(API_PREFIX) :], params=parse_qs(parts.query))
+
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header this client sends, for connections it does not make
+        itself (the run's websocket).
+
+        Returns:
+            ``{"Authorization": "Bearer <token>"}``.
+        """
+        return {"Authorization": str(self._session.headers["Authorization"])}
 
     def close(self) -> None:
         """Close the pooled connections."""

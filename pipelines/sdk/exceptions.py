@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 __all__ = [
+    "ActivityFailedException",
     "AuthenticationError",
     "ConfigurationError",
     "ConflictError",
@@ -16,6 +17,8 @@ __all__ = [
     "MillraceError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RunFailedError",
+    "RunTimeoutError",
     "ServiceError",
     "ValidationError",
 ]
@@ -116,6 +119,63 @@ class ValidationError(MillraceError):
     ):
         super().__init__(detail, status_code=status_code, url=url)
         self.fields: dict[str, list[str]] = dict(fields or {})
+
+
+class RunFailedError(MillraceError):
+    """``wait_for_completion(raise_on_error=True)`` saw the run end Failed (azureml's
+    ``ActivityFailedException``). The message names each failed step, its error and the last
+    lines of its log.
+
+    Args:
+        detail: the message.
+        run_id: the pipeline run's id.
+        status: the run's final status.
+        failed_steps: one ``{"name", "id", "error", "log_tail": [lines]}`` per failed step.
+        details: the run's ``get_details()`` at the end.
+
+    Attributes:
+        run_id: the pipeline run's id.
+        status: the run's final status.
+        failed_steps: as given.
+        details: as given.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        run_id: str,
+        status: str,
+        failed_steps: list[dict[str, Any]] | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(detail)
+        self.run_id = run_id
+        self.status = status
+        self.failed_steps: list[dict[str, Any]] = list(failed_steps or [])
+        self.details: dict[str, Any] = dict(details or {})
+
+
+ActivityFailedException = RunFailedError
+
+
+class RunTimeoutError(MillraceError, TimeoutError):
+    """``wait_for_completion`` gave up after ``timeout_seconds``; the run goes on.
+
+    Args:
+        detail: the message (names the run and its status).
+        run_id: the run's id.
+        status: its status when the wait ended.
+
+    Attributes:
+        run_id: the run's id.
+        status: its status when the wait ended.
+    """
+
+    def __init__(self, detail: str, *, run_id: str, status: str):
+        super().__init__(detail)
+        self.run_id = run_id
+        self.status = status
 
 
 def _unsupported(name: str, hint: str = "") -> Any:

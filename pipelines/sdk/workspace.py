@@ -13,7 +13,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.sdk._http import HttpClient
 from pipelines.sdk.authentication import TOKEN_ENV, TokenAuthentication
@@ -24,6 +24,9 @@ from pipelines.sdk.exceptions import (
     NotFoundError,
     _unsupported,
 )
+
+if TYPE_CHECKING:
+    from pipelines.sdk.compute import ComputeTarget
 
 __all__ = ["CONFIG_DIR", "CONFIG_FILE", "URL_ENV", "Workspace"]
 
@@ -487,13 +490,16 @@ class Workspace:
         Datastore._from_data(self, {"name": name}).set_as_default()
 
     @property
-    def compute_targets(self) -> dict[str, Any]:
-        """Not offered yet.
+    def compute_targets(self) -> dict[str, ComputeTarget]:
+        """Every compute target of the workspace, by name (fetched on each access): an
+        ``AmlCompute`` for docker targets, a ``ComputeTarget`` for local ones.
 
         Raises:
-            NotImplementedError: always.
+            MillraceError: the server could not answer.
         """
-        raise NotImplementedError("Workspace.compute_targets is not offered by Millrace's SDK yet.")
+        from pipelines.sdk.compute import ComputeTarget
+
+        return {target.name: target for target in ComputeTarget.list(self)}
 
     # ----- config -------------------------------------------------------------------------
 

@@ -342,8 +342,6 @@ def test_unsupported_calls_raise_naming_the_call():
         Datastore.register_azure_file_share(offline_workspace(), "share", "s", "acct")
     with pytest.raises(NotImplementedError, match=r"DataReference\.as_upload"):
         offline_datastore().path("out/").as_upload()
-    with pytest.raises(NotImplementedError, match=r"Workspace\.compute_targets"):
-        _ = offline_workspace().compute_targets
 
 
 def response(status: int, body: Any, url: str = "http://x/api/v1/thing/") -> requests.Response:

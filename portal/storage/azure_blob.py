@@ -179,7 +179,9 @@ class AzureBlobStorage(Storage):
             if recursive:
                 for blob in self._container.list_blobs(name_starts_with=full or None):
                     if not blob.name.endswith("/"):  # folder markers made by other tools
-                        yield Entry(blob.name[skip:], False, blob.size, blob.last_modified)
+                        yield Entry(
+                            blob.name[skip:], False, blob.size, blob.last_modified, _md5(blob)
+                        )
                 return
             walk = self._container.walk_blobs(name_starts_with=full or None, delimiter="/")
             for page in walk.by_page():
@@ -188,7 +190,9 @@ class AzureBlobStorage(Storage):
                     if isinstance(item, BlobPrefix):
                         yield Entry(item.name[skip:], True)
                     elif not item.name.endswith("/"):
-                        yield Entry(item.name[skip:], False, item.size, item.last_modified)
+                        yield Entry(
+                            item.name[skip:], False, item.size, item.last_modified, _md5(item)
+                        )
         except AzureError as exc:
             raise self._error(exc, f"listing '{full[skip:]}'") from None
 
@@ -197,7 +201,7 @@ class AzureBlobStorage(Storage):
         name = clean_path(path)
         try:
             props = self._container.get_blob_client(self._root + name).get_blob_properties()
-            return Entry(name, False, props.size, props.last_modified)
+            return Entry(name, False, props.size, props.last_modified, _md5(props))
         except ResourceNotFoundError as exc:
             if _code(exc) != "BlobNotFound":
                 raise self._error(exc, f"reading '{name}'") from None
@@ -299,3 +303,10 @@ def _code(exc: AzureError) -> str | None:
     """The storage service's error code (e.g. 'BlobNotFound'), if it sent one."""
     code = getattr(exc, "error_code", None)
     return str(getattr(code, "value", code)) if code else None
+
+
+def _md5(props: Any) -> str | None:
+    """The blob's Content-MD5 as hex, if the service has one."""
+    settings = getattr(props, "content_settings", None)
+    digest = getattr(settings, "content_md5", None) if settings is not None else None
+    return bytes(digest).hex() if digest else None

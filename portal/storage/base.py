@@ -50,6 +50,9 @@ class Entry:
     is_dir: bool
     size: int | None = None
     modified: datetime | None = None
+    # The content's MD5 (hex) when the service keeps one (Azure Blob does for single-shot
+    # uploads); None when unknown.
+    content_md5: str | None = None
 
     @property
     def name(self) -> str:

@@ -32,7 +32,9 @@ class RunSubmitSerializer(StrictSerializer):
     )
     regenerate_outputs = serializers.BooleanField(required=False, default=False)
     continue_on_step_failure = serializers.BooleanField(required=False, default=False)
-    source = serializers.ChoiceField(choices=["sdk", "rest"], required=False, default="rest")
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field named "source"
+        choices=["sdk", "rest"], required=False, default="rest"
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if (attrs.get("graph") is None) == (attrs.get("pipeline_id") is None):
