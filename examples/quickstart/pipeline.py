@@ -52,4 +52,4 @@ evaluate = PythonScriptStep(
 pipeline = Pipeline(workspace=ws, steps=[evaluate])  # resolve_closure pulls in the rest
 run = Experiment(ws, "quickstart").submit(pipeline, pipeline_parameters={"tolerance": 0.5})
 run.wait_for_completion(show_output=True)
-print(run.get_metrics()["evaluate"])
+print(run.get_metrics()["evaluate.py"])
