@@ -136,15 +136,17 @@ class Experiment:
         show_progress = bool(kwargs.pop("show_progress", True))
         if kwargs:
             log.debug("Experiment.submit ignores these azureml options: %s", sorted(kwargs))
-        submission = config._submission(show_progress=show_progress)
+        values = config._parameter_values(
+            dict(pipeline_parameters) if pipeline_parameters is not None else None
+        )
+        # The values are checked with the graph before any file is uploaded.
+        submission = config._submission(show_progress=show_progress, parameters=values)
         body = {
             "experiment_name": self._name,
             "graph": submission["graph"],
             "pipeline_name": submission.get("pipeline_name"),
             "description": submission.get("description") or "",
-            "parameters": config._parameter_values(
-                dict(pipeline_parameters) if pipeline_parameters is not None else None
-            ),
+            "parameters": values,
             "tags": {str(k): "" if v is None else str(v) for k, v in (tags or {}).items()},
             "regenerate_outputs": bool(regenerate_outputs),
             "continue_on_step_failure": bool(continue_on_step_failure),

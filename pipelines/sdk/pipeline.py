@@ -294,12 +294,16 @@ class Pipeline:
         _raise_for(compiled.problems)
         return compiled.graph
 
-    def _submission(self, show_progress: bool = True) -> dict[str, Any]:
-        """Check the pipeline, upload each distinct source directory's snapshot (only files
-        the workspace lacks) and return what ``POST runs/`` takes.
+    def _submission(
+        self, show_progress: bool = True, parameters: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Check the pipeline (here, then on the server with ``parameters``, before anything
+        is uploaded), upload each distinct source directory's snapshot (only files the
+        workspace lacks) and return what ``POST runs/`` takes.
 
         Args:
             show_progress: show a progress bar while files upload.
+            parameters: the submitted parameter values (JSON), checked with the graph.
 
         Returns:
             ``{"graph": ..., "pipeline_name": None, "description": ...}``.
@@ -311,6 +315,15 @@ class Pipeline:
         """
         compiled = self._compile()
         _raise_for(compiled.problems)
+        self._workspace._client.send_json(
+            "POST",
+            f"{self._workspace._api}pipelines/validate/",
+            {
+                "graph": compiled.graph,
+                "parameters": dict(parameters or {}),
+                "snapshots": {m.digest: sorted(m.files) for m in compiled.manifests.values()},
+            },
+        )
         for manifest in compiled.manifests.values():
             upload_snapshot(self._workspace, manifest, show_progress=show_progress)
         return {"graph": compiled.graph, "pipeline_name": None, "description": self.description}

@@ -118,6 +118,10 @@ class SnapshotServer:
             "missing": [h for h in body["hashes"] if h not in self.blobs]
         }
         client.answers[("POST", f"{API}snapshots/")] = self.commit
+        client.answers[("POST", f"{API}pipelines/validate/")] = lambda body: {
+            "valid": True,
+            "steps": len(body["graph"]["steps"]),
+        }
 
     def commit(self, body: dict[str, Any]) -> dict[str, Any]:
         manifest = body["manifest"]
@@ -757,6 +761,8 @@ def test_submission_uploads_each_source_directory_once_and_returns_the_run_body(
         "description": "nightly",
     }
     assert len([p for p in client.paths("POST") if p == f"{API}snapshots/"]) == 2
+    # The server checks the graph (with the parameters) before a single file goes up.
+    assert client.paths("POST")[0] == f"{API}pipelines/validate/"
     assert set(server.snapshots) == {s["snapshot"] for s in submission["graph"]["steps"]}
 
 

@@ -671,7 +671,9 @@ class FakePipeline:
     def __init__(self) -> None:
         self.progress: list[bool] = []
 
-    def _submission(self, show_progress: bool = True) -> dict[str, Any]:
+    def _submission(
+        self, show_progress: bool = True, parameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         self.progress.append(show_progress)
         return {"graph": {"steps": []}, "pipeline_name": "p", "description": "d"}
 

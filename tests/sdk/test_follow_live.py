@@ -77,7 +77,9 @@ class GraphPipeline:
             "steps": [{"snapshot": snapshot.digest, "compute_target": "local", **s} for s in steps],
         }
 
-    def _submission(self, show_progress: bool = True) -> dict[str, Any]:
+    def _submission(
+        self, show_progress: bool = True, parameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {"graph": self.graph, "pipeline_name": "follow", "description": "SDK follow"}
 
     def _parameter_values(self, pipeline_parameters: dict[str, Any] | None) -> dict[str, Any]:
