@@ -138,6 +138,7 @@ class MetricPoint(TypedDict):
     name: str
     kind: str
     value: object
+    seq: int  # the metric's id: increasing within a step, across attempts
 
 
 def run_group(run_uuid: object) -> str:

@@ -12,7 +12,7 @@ from portal.consumers import CLOSE_UNAUTHENTICATED
 from portal.models import Workspace
 from portal.realtime import run_group
 from runs.logs import read_chunks
-from runs.models import PipelineRun, StepRun
+from runs.models import Metric, PipelineRun, StepRun
 
 CLOSE_NOT_FOUND = 4404
 REPLAY_BATCH = 5000
@@ -25,7 +25,9 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     The client sends ``{"type": "follow", "after": {"<step uuid>": <last seq seen>}}`` (after a
     reconnect, the numbers it has): the consumer first replays stored lines after those
     numbers, then forwards live ones, dropping any line it already sent — so every line
-    arrives exactly once, in order, whenever the client joins.
+    arrives exactly once, in order, whenever the client joins. Metric points work the same
+    way for the steps named in ``"metrics_after": {"<step uuid>": <last metric seq seen>}``
+    (a metric's seq is its id); other steps' points are forwarded live only.
     """
 
     run_uuid: str
@@ -42,6 +44,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             return
         self.run_uuid = str(UUID(raw))
         self.sent = {}
+        self.metrics_sent: dict[str, int] = {}
         self.following = False
         await self.channel_layer.group_add(run_group(self.run_uuid), self.channel_name)
         await self.accept()
@@ -73,6 +76,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
                 self.sent[str(step)] = max(self.sent.get(str(step), 0), seq)
         for step_uuid, log_name, lines in await self._stored():
             await self._send_lines(step_uuid, log_name, lines)
+        metrics_after = content.get("metrics_after") or {}
+        if isinstance(metrics_after, dict):
+            wanted = {str(k): v for k, v in metrics_after.items() if isinstance(v, int)}
+            for point in await self._stored_metrics(wanted):
+                await self._send_metric(point)
         self.following = True
 
     @database_sync_to_async
@@ -118,5 +126,40 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def run_status(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
 
-    async def metric(self, event: dict[str, Any]) -> None:
+    @database_sync_to_async
+    def _stored_metrics(self, after: dict[str, int]) -> list[dict[str, Any]]:
+        valid = {}
+        for key, seq in after.items():
+            try:
+                step = str(UUID(key))
+            except ValueError:
+                continue
+            valid[step] = seq
+            self.metrics_sent[step] = max(self.metrics_sent.get(step, 0), seq)
+        points = []
+        for found in StepRun.objects.filter(run__uuid=self.run_uuid, uuid__in=list(valid)):
+            key = str(found.uuid)
+            for metric in Metric.objects.filter(step_run=found, id__gt=valid[key]).order_by("id"):
+                points.append(
+                    {
+                        "type": "metric",
+                        "step": key,
+                        "name": metric.name,
+                        "kind": metric.kind,
+                        "value": metric.value,
+                        "seq": metric.pk,
+                    }
+                )
+        return points
+
+    async def _send_metric(self, event: dict[str, Any]) -> None:
+        step, seq = str(event.get("step")), event.get("seq")
+        if isinstance(seq, int) and step in self.metrics_sent:
+            if seq <= self.metrics_sent[step]:
+                return  # already replayed
+            self.metrics_sent[step] = seq
         await self.send_json(event)
+
+    async def metric(self, event: dict[str, Any]) -> None:
+        if self.following:
+            await self._send_metric(event)

@@ -70,8 +70,20 @@ class PipelineRun(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The run lists page by (created_at, id) newest first, within a workspace and under
+        # each filter (runs/views.py); a GIN index on tags is added on PostgreSQL only
+        # (migration 0004). Experiment and pipeline imply the workspace.
         indexes = [
-            models.Index(fields=["workspace", "-created_at"]),
+            models.Index(fields=["workspace", "-created_at", "-id"], name="run_ws_created"),
+            models.Index(
+                fields=["workspace", "status", "-created_at", "-id"], name="run_ws_status_created"
+            ),
+            models.Index(fields=["experiment", "-created_at", "-id"], name="run_exp_created"),
+            models.Index(fields=["pipeline", "-created_at", "-id"], name="run_pipeline_created"),
+            models.Index(
+                fields=["workspace", "submitted_by", "-created_at", "-id"],
+                name="run_ws_submitter_created",
+            ),
             models.Index(fields=["status"]),
         ]
 

@@ -291,6 +291,7 @@ class MetricsTail:
                     "name": row.name,
                     "kind": row.kind,
                     "value": None if row.value is JSON_NULL else row.value,
+                    "seq": row.pk,
                 }
                 try:
                     publish(run_group(self.step.run.uuid), message)

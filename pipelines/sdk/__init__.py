@@ -46,13 +46,13 @@ _EXPORTS = {
     "Experiment": "experiment",
     "Pipeline": "pipeline",
     "PipelineRun": "pipeline_run",
-    "StepRun": "pipeline_run",
     "OfflineRun": "run",
     "Run": "run",
     "CondaDependencies": "runconfig",
     "DEFAULT_CPU_IMAGE": "runconfig",
     "Environment": "runconfig",
     "RunConfiguration": "runconfig",
+    "StepRun": "step_run",
     "PythonScriptStep": "steps",
     "PipelineEndpoint": "unsupported",
     "PublishedPipeline": "unsupported",
@@ -93,7 +93,7 @@ if TYPE_CHECKING:
     )
     from pipelines.sdk.experiment import Experiment
     from pipelines.sdk.pipeline import Pipeline
-    from pipelines.sdk.pipeline_run import PipelineRun, StepRun
+    from pipelines.sdk.pipeline_run import PipelineRun
     from pipelines.sdk.run import OfflineRun, Run
     from pipelines.sdk.runconfig import (
         DEFAULT_CPU_IMAGE,
@@ -101,6 +101,7 @@ if TYPE_CHECKING:
         Environment,
         RunConfiguration,
     )
+    from pipelines.sdk.step_run import StepRun
     from pipelines.sdk.steps import PythonScriptStep
     from pipelines.sdk.unsupported import (
         PipelineEndpoint,

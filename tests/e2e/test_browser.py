@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.live import HTTP_TIMEOUT, ROOT, Served, demo_credentials, start_served
+from tests.live import HTTP_TIMEOUT, ROOT, Served, start_served
 
 pytestmark = pytest.mark.live
 
@@ -64,28 +64,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         _started.remove(serve)
 
 
-@pytest.fixture(scope="module")
-def demo(served: Served) -> tuple[str, str]:
-    return demo_credentials(served)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_artifacts() -> None:
     """The screenshots of this module in the artifacts folder are this run's only."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("e2e-*.png"):
-        old.unlink()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        if not old.name.startswith("e2e-runs-"):  # test_runs_browser.py's own
+            old.unlink()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -21,8 +22,9 @@ from portal import services
 from portal.asgi import application
 from portal.consumers import CLOSE_UNAUTHENTICATED
 from portal.models import Role
+from portal.realtime import run_group
 from runs.consumers import CLOSE_NOT_FOUND
-from runs.models import PipelineRun, Status, StepRun
+from runs.models import Experiment, Metric, PipelineRun, Status, StepRun
 from runs.services import submit_pipeline_run
 from tests.engine.conftest import wait_for
 
@@ -361,3 +363,48 @@ def test_a_fast_step_reaches_a_following_client_without_loss(worker, engine_ws, 
     assert not missing, f"{len(missing)} lines never arrived, first {missing[:5]}"
     assert seqs == list(range(1, step.log_seq + 1))
     assert numbered(lines_of(got, key)) == list(range(1, FAST_LINES + 1))
+
+
+def test_metric_points_are_replayed_after_the_last_seen_and_never_sent_twice(
+    alice: Any, make_token: Any, ws: Any
+) -> None:
+    """Metrics work like log lines: ``metrics_after`` names the last point a client has (a
+    metric's seq is its id); stored later ones are replayed, live ones already replayed are
+    dropped, later live ones pass."""
+    run = PipelineRun.objects.create(
+        workspace=ws,
+        experiment=Experiment.objects.create(workspace=ws, name="metrics"),
+        graph={"steps": []},
+    )
+    step = StepRun.objects.create(run=run, name="train", spec={})
+    stored = [
+        Metric.objects.create(step_run=step, name="loss", kind="scalar", value=v, seq=i)
+        for i, v in enumerate([0.9, 0.5, 0.3])
+    ]
+    key = str(step.uuid)
+    secret = make_token(alice, ws)
+
+    async def scenario() -> None:
+        conn = communicator(run, bearer(secret))
+        connected, _ = await conn.connect(timeout=TIMEOUT)
+        assert connected
+        await conn.send_json_to(
+            {"type": "follow", "after": {}, "metrics_after": {key: stored[0].pk}}
+        )
+        replayed = [await conn.receive_json_from(timeout=TIMEOUT) for _ in range(2)]
+        assert [(m["seq"], m["value"]) for m in replayed] == [
+            (stored[1].pk, 0.5),
+            (stored[2].pk, 0.3),
+        ]
+        layer = get_channel_layer()
+        assert layer is not None
+        base = {"type": "metric", "step": key, "name": "loss", "kind": "scalar"}
+        # The live copy of a replayed point arrives late: it is dropped; a new one passes.
+        await layer.group_send(run_group(run.uuid), {**base, "value": 0.3, "seq": stored[2].pk})
+        await layer.group_send(run_group(run.uuid), {**base, "value": 0.2, "seq": stored[2].pk + 1})
+        live = await conn.receive_json_from(timeout=TIMEOUT)
+        assert (live["seq"], live["value"]) == (stored[2].pk + 1, 0.2)
+        assert await conn.receive_nothing(timeout=DRAIN)
+        await close(conn)
+
+    run_async(scenario)
