@@ -7,4 +7,5 @@ from pipelines import views
 urlpatterns = [
     path("pipelines/", views.pipeline_list, name="pipeline-list"),
     path("pipelines/<str:pipeline_id>/", views.pipeline_detail, name="pipeline-detail"),
+    path("pipelines/<str:pipeline_id>/submit/", views.pipeline_submit, name="pipeline-submit"),
 ]

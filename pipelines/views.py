@@ -1,6 +1,6 @@
 """Pipeline pages: the workspace's pipelines (search, sort, pages) and one pipeline (its graph
-drawn by runs/dag.py, each step's definition, parameters and runs). Read-only: pipelines are
-created by submitting runs (runs/services.py)."""
+drawn by runs/dag.py, each step's definition, parameters and runs), with a typed form that
+submits a run of it. Pipelines are created by submitting runs (runs/services.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from django.core.paginator import Paginator
 from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery
 from django.db.models.fields.json import KeyTransform
 from django.http import Http404, HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect
+from django.views.decorators.http import require_GET, require_POST
 
+from pipelines.forms import SubmitRunForm, field_name
 from pipelines.models import Pipeline
-from portal.access import get_workspace_for_user
+from portal.access import Access, get_workspace_for_user
+from portal.models import Role
+from portal.services import Actor
 from portal.views import _page
 from runs.dag import layout
 from runs.graph import DEFAULT_MAX_RETRIES
 from runs.models import PipelineRun
+from runs.services import submit_pipeline_run
 from runs.views import decorate, run_rows
 
 PAGE_SIZE = 25
@@ -194,10 +199,7 @@ def step_views(graph: dict[str, Any]) -> list[StepView]:
     return views
 
 
-@login_required
-@require_GET
-def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -> HttpResponse:
-    access = get_workspace_for_user(request.user, workspace_id)
+def _pipeline_of(access: Access, pipeline_id: str) -> Pipeline:
     try:
         pipeline = (
             Pipeline.objects.filter(workspace=access.workspace, uuid=pipeline_id)
@@ -208,6 +210,28 @@ def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -
         pipeline = None
     if pipeline is None:
         raise Http404("No such pipeline in this workspace.")
+    return pipeline
+
+
+@login_required
+@require_GET
+def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -> HttpResponse:
+    access = get_workspace_for_user(request.user, workspace_id)
+    pipeline = _pipeline_of(access, pipeline_id)
+    form = SubmitRunForm(
+        parameters=pipeline.parameters, initial={"experiment_name": _experiment_for(pipeline)}
+    )
+    return _detail_page(request, access, pipeline, form)
+
+
+def _experiment_for(pipeline: Pipeline) -> str:
+    last = pipeline.runs.select_related("experiment").order_by("-created_at", "-id").first()
+    return last.experiment.name if last else pipeline.name
+
+
+def _detail_page(
+    request: HttpRequest, access: Access, pipeline: Pipeline, form: SubmitRunForm, status: int = 200
+) -> HttpResponse:
     graph = pipeline.graph if isinstance(pipeline.graph, dict) else {}
     dag = layout(graph)
     steps = step_views(graph)
@@ -232,6 +256,7 @@ def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -
         request,
         "pipelines/pipeline_detail.html",
         access,
+        status=status,
         pipeline=pipeline,
         dag=dag,
         steps=steps,
@@ -239,4 +264,40 @@ def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -
         runs=runs,
         siblings=siblings,
         recent_limit=RECENT_RUNS,
+        form=form,
+        can_write=access.can(Role.CONTRIBUTOR),
     )
+
+
+@login_required
+@require_POST
+def pipeline_submit(request: HttpRequest, workspace_id: str, pipeline_id: str) -> HttpResponse:
+    """Submit a run of the pipeline with the form's parameter values (contributors)."""
+    access = get_workspace_for_user(request.user, workspace_id)
+    pipeline = _pipeline_of(access, pipeline_id)
+    access.require(Role.CONTRIBUTOR, "submitting runs")
+    form = SubmitRunForm(request.POST, parameters=pipeline.parameters)
+    if form.is_valid():
+        values = form.parameter_values()
+        if form.is_valid():
+            try:
+                run = submit_pipeline_run(
+                    actor=Actor(user=request.user, via="portal"),
+                    workspace=access.workspace,
+                    experiment_name=form.cleaned_data["experiment_name"],
+                    pipeline=pipeline,
+                    pipeline_parameters=values,
+                    tags=form.cleaned_data["tags"],
+                    regenerate_outputs=form.cleaned_data["regenerate_outputs"],
+                    source="portal",
+                )
+            except ValidationError as exc:
+                for where, messages in exc.message_dict.items():
+                    name = where.removeprefix("pipeline_parameters.")
+                    target = field_name(name) if field_name(name) in form.fields else None
+                    if where in form.fields:
+                        target = where
+                    form.add_error(target, messages)
+            else:
+                return redirect("run-detail", access.workspace.uuid, run.uuid)
+    return _detail_page(request, access, pipeline, form, status=400)

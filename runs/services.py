@@ -61,7 +61,8 @@ def validate_pipeline(
     local_snapshots: dict[str, list[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Check a graph (and parameter values) against the workspace; raise ValidationError
-    listing every problem, keyed by where it is. ``local_snapshots`` (digest → file paths)
+    listing every problem, keyed by where it is (parameter values only when given).
+    ``local_snapshots`` (digest → file paths)
     describes source directories a client has not uploaded yet, so a graph can be checked
     before anything is sent."""
     known = known_in(workspace, graph)
@@ -73,7 +74,13 @@ def validate_pipeline(
         deps = validate(graph, known)
     except GraphError as exc:
         problems += exc.problems
-    if isinstance(graph, dict) and isinstance(graph.get("parameters", {}), dict):
+    # Values are checked when given (a submission); a stored pipeline may leave a parameter
+    # without a default, to be given at each submission.
+    if (
+        parameters is not None
+        and isinstance(graph, dict)
+        and isinstance(graph.get("parameters", {}), dict)
+    ):
         try:
             resolve_parameters(graph, parameters, known)
         except (GraphError, KeyError, TypeError) as exc:

@@ -156,11 +156,18 @@
     });
     Object.keys(batches).forEach(function (key) {
       var pane = batches[key].pane;
+      // Measured before appending: a scroll up whose event has not fired yet still counts.
+      var follow = pane._pinned !== false && atBottom(pane);
       var empty = pane.querySelector(".log-empty");
       if (empty) empty.remove();
       pane.appendChild(batches[key].fragment);
       while (pane.childElementCount > PANE_LINES) pane.firstElementChild.remove();
-      if (pane._pinned !== false) pane.scrollTop = pane.scrollHeight;
+      if (follow) {
+        pane.scrollTop = pane.scrollHeight;
+      } else {
+        pane._pinned = false;
+        showFollow(pane);
+      }
     });
     if (query) countMatches();
   }

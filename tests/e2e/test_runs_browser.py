@@ -401,6 +401,26 @@ def test_a_user_watches_a_run_live_then_compares_two_runs(
     expect(overlay.locator(".u-legend")).to_contain_text(second["id"][:8])
     snap(page, "runs-4-compare")
 
+    # The lists around them: the runs list, the pipelines (with the demo's sample pipeline)
+    # and the sample pipeline's page with its graph drawn.
+    page.locator("nav.navbar").get_by_role("link", name="Runs", exact=True).click()
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    snap(page, "runs-5-run-list")
+    page.locator("nav.navbar").get_by_role("link", name="Pipelines", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Pipelines")
+    page.get_by_role("link", name="Sample: quickstart").click()
+    nodes = page.locator("svg .dag-node")
+    expect(nodes).to_have_count(3)
+    expect(nodes.first).to_have_attribute("data-step", "prepare")
+    expect(page.get_by_text("tolerance").first).to_be_visible()
+    snap(page, "runs-6-pipeline-page")
+    # The demo's sample pipeline runs from its page's typed form.
+    page.get_by_label("tolerance (float)").fill("0.5")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    expect(run_status(page)).to_have_text("Completed", timeout=120_000)
+    expect(page.locator("svg .dag-node[data-status='Completed']")).to_have_count(3)
+    snap(page, "runs-7-sample-run")
+
 
 def test_a_contributor_cancels_a_running_run(
     new_page: Callable[[], Page], api: Api, demo: tuple[str, str]
