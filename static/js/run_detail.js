@@ -449,8 +449,42 @@
     if (isTerminal(msg.status)) {
       var cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
-      liveState("finished: reload for the final timings");
+      liveState("finished");
+      showFinished();
     }
+  }
+
+  // The header's end time and duration, read once the run has ended.
+  function showFinished() {
+    var url = "/api/v1/workspaces/" + root.dataset.workspace + "/runs/" + root.dataset.run + "/";
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
+      .then(function (run) {
+        var cell = document.getElementById("run-finished");
+        if (!cell || !run.finished_at) return;
+        var when = new Date(run.finished_at);
+        cell.textContent = when.toISOString().replace("T", " ").slice(0, 19);
+        if (typeof run.duration_seconds === "number") {
+          var took = document.createElement("span");
+          took.className = "text-body-secondary";
+          took.textContent = " (took " + humanDuration(run.duration_seconds) + ")";
+          cell.appendChild(took);
+        }
+      })
+      .catch(function () {
+        liveState("finished: reload for the final timings");
+      });
+  }
+
+  function humanDuration(seconds) {
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    var minutes = Math.floor(seconds / 60);
+    if (minutes < 60) return minutes + " min " + Math.round(seconds % 60) + " s";
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
   }
 
   function onLogLines(msg) {
@@ -475,9 +509,10 @@
     else softRefreshSoon();
   }
 
-  // After a reconnect, statuses and metrics sent while we were away are fetched once.
-  function resync() {
-    softRefresh();
+  // Once connected, statuses that changed before the channel was joined (between the page's
+  // render and now, or while we were away) are read once; after a reconnect the panel too.
+  function resync(panelToo) {
+    if (panelToo) softRefresh();
     var url = "/api/v1/workspaces/" + root.dataset.workspace + "/runs/" + root.dataset.run + "/";
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
@@ -504,7 +539,7 @@
       if (panel) metricsAfter[panel.step] = panel.metricSeq;
       socket.send(JSON.stringify({ type: "follow", after: seqs, metrics_after: metricsAfter }));
       liveState("● live");
-      if (opened) resync();
+      resync(opened);
       opened = true;
       retries = 0;
     });

@@ -419,6 +419,7 @@ def test_a_user_watches_a_run_live_then_compares_two_runs(
     page.get_by_role("button", name="Submit", exact=True).click()
     expect(run_status(page)).to_have_text("Completed", timeout=120_000)
     expect(page.locator("svg .dag-node[data-status='Completed']")).to_have_count(3)
+    expect(page.locator("#run-finished")).to_contain_text("took")  # filled in live
     snap(page, "runs-7-sample-run")
 
 
