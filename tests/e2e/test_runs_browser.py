@@ -503,3 +503,59 @@ def test_an_outsider_gets_404_on_every_run_url(new_page: Callable[[], Page], api
             base + action, form={"csrfmiddlewaretoken": csrf}, max_redirects=0
         )
         assert refused.status == 404, action
+
+
+def test_a_pipeline_of_120_steps_is_drawn_readably(
+    new_page: Callable[[], Page], api: Api, demo: tuple[str, str]
+) -> None:
+    """A wide graph (a chain of 20 stages, each fanning out to 5 steps that fan back in) at
+    its natural size in a scrolling box: every box is drawn, none overlaps another, and the
+    text keeps its size."""
+    digest = api.snapshot()
+    steps: list[dict[str, Any]] = []
+    for stage in range(20):
+        before = f"join{stage - 1}" if stage else None
+        branches = []
+        for branch in range(5):
+            name = f"s{stage:02d}b{branch}"
+            branches.append(name)
+            steps.append(
+                {
+                    "name": name,
+                    "script": "train.py",
+                    "snapshot": digest,
+                    "compute_target": "local",
+                    "inputs": {"x": {"pipeline_data": before}} if before else {},
+                    "outputs": {f"o_{name}": {}},
+                }
+            )
+        steps.append(
+            {
+                "name": f"join{stage}",
+                "script": "train.py",
+                "snapshot": digest,
+                "compute_target": "local",
+                "inputs": {b: {"pipeline_data": f"o_{b}"} for b in branches},
+                "outputs": {f"join{stage}": {}},
+            }
+        )
+    status, body = api.call("POST", "pipelines/", {"graph": {"steps": steps}, "name": "Wide"})
+    assert status == 201, body
+    page = new_page()
+    log_in(page, *demo)
+    page.goto(f"/w/{api.workspace}/pipelines/{body['id']}/")
+    nodes = page.locator("svg .dag-node")
+    expect(nodes).to_have_count(120)
+    boxes = nodes.evaluate_all(
+        "ns => ns.map(n => { const r = n.querySelector('rect').getBBox();"
+        " return [r.x, r.y, r.width, r.height]; })"
+    )
+    for i, (x1, y1, w1, h1) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1 :]:
+            assert x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
+    font = nodes.first.locator("text").evaluate("t => parseFloat(getComputedStyle(t).fontSize)")
+    assert font >= 11
+    frame = page.locator(".dag-frame")
+    frame.screenshot(path=ARTIFACTS / "e2e-runs-8-wide-pipeline-graph.png")
+    page.get_by_role("button", name="Fit to width").click()
+    frame.screenshot(path=ARTIFACTS / "e2e-runs-9-wide-pipeline-fit.png")
