@@ -30,6 +30,9 @@ class SubmitRunForm(forms.Form):
     regenerate_outputs = forms.BooleanField(
         required=False, help_text="Run every step, reusing nothing."
     )
+    continue_on_step_failure = forms.BooleanField(
+        required=False, help_text="Keep running the steps that do not depend on a failed one."
+    )
 
     def __init__(self, *args: Any, parameters: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

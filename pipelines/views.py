@@ -218,9 +218,12 @@ def _pipeline_of(access: Access, pipeline_id: str) -> Pipeline:
 def pipeline_detail(request: HttpRequest, workspace_id: str, pipeline_id: str) -> HttpResponse:
     access = get_workspace_for_user(request.user, workspace_id)
     pipeline = _pipeline_of(access, pipeline_id)
-    form = SubmitRunForm(
-        parameters=pipeline.parameters, initial={"experiment_name": _experiment_for(pipeline)}
-    )
+    form = None
+    if access.can(Role.CONTRIBUTOR):  # readers get no form (and no query for it)
+        form = SubmitRunForm(
+            parameters=pipeline.parameters,
+            initial={"experiment_name": _experiment_for(pipeline)},
+        )
     return _detail_page(request, access, pipeline, form)
 
 
@@ -230,7 +233,11 @@ def _experiment_for(pipeline: Pipeline) -> str:
 
 
 def _detail_page(
-    request: HttpRequest, access: Access, pipeline: Pipeline, form: SubmitRunForm, status: int = 200
+    request: HttpRequest,
+    access: Access,
+    pipeline: Pipeline,
+    form: SubmitRunForm | None,
+    status: int = 200,
 ) -> HttpResponse:
     graph = pipeline.graph if isinstance(pipeline.graph, dict) else {}
     dag = layout(graph)
@@ -265,7 +272,7 @@ def _detail_page(
         siblings=siblings,
         recent_limit=RECENT_RUNS,
         form=form,
-        can_write=access.can(Role.CONTRIBUTOR),
+        can_write=form is not None,
     )
 
 
@@ -289,6 +296,7 @@ def pipeline_submit(request: HttpRequest, workspace_id: str, pipeline_id: str) -
                     pipeline_parameters=values,
                     tags=form.cleaned_data["tags"],
                     regenerate_outputs=form.cleaned_data["regenerate_outputs"],
+                    continue_on_step_failure=form.cleaned_data["continue_on_step_failure"],
                     source="portal",
                 )
             except ValidationError as exc:

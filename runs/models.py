@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
+from django.db.models.fields.json import KeyTextTransform
 
 from portal.models import ComputeTarget, Workspace
 
@@ -219,3 +220,14 @@ class Output(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} → {self.datastore}:{self.path}"
+
+
+def tagged(runs: models.QuerySet[PipelineRun], key: str, value: str | None) -> Any:
+    """Runs with tag ``key`` (any value when ``value`` is None, else that value). Keys are
+    matched as data, never as lookups ("a__b" is a key, not a path)."""
+    if value is None:
+        return runs.filter(tags__has_key=key)
+    if connection.vendor == "postgresql":
+        # tags @> '{"key": "value"}' is answered by the GIN index.
+        return runs.filter(tags__contains={key: value})
+    return runs.alias(tag_value=KeyTextTransform(key, "tags")).filter(tag_value=value)

@@ -278,20 +278,18 @@ def _metrics_view(access: Access, source: StepRun) -> MetricsView:
             ]
             tables[metric.name] = {"name": metric.name, "columns": columns, "rows": cells}
         elif metric.kind == "image" and isinstance(value, dict) and value.get("file"):
-            view.images.append(
-                {
-                    "name": metric.name,
-                    "url": reverse(
-                        "api-datastore-file",
-                        kwargs={
-                            "workspace_id": access.workspace.uuid,
-                            "name": "workspaceblobstore",
-                            "path": f"azureml/{source.uuid}/files/{value['file']}",
-                        },
-                    )
-                    + "?inline=1",
-                }
-            )
+            try:
+                url = reverse(
+                    "api-datastore-file",
+                    kwargs={
+                        "workspace_id": access.workspace.uuid,
+                        "name": "workspaceblobstore",
+                        "path": f"azureml/{source.uuid}/files/{value['file']}",
+                    },
+                )
+            except NoReverseMatch:  # a name the step wrote that no file URL can carry
+                continue
+            view.images.append({"name": metric.name, "url": f"{url}?inline=1"})
         elif metric.kind == "tag":
             view.tags.append((metric.name, "" if value is None else str(value)))
     for name, values in scalars.items():
@@ -663,6 +661,8 @@ def run_resubmit(request: HttpRequest, workspace_id: str, run_id: str) -> HttpRe
             pipeline=run.pipeline,
             pipeline_parameters=run.parameters,
             tags=run.tags,
+            regenerate_outputs=run.regenerate_outputs,
+            continue_on_step_failure=run.continue_on_step_failure,
             source="portal",
         )
     except ValidationError as exc:

@@ -11,9 +11,7 @@ from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.fields.json import KeyTextTransform
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -22,7 +20,7 @@ from pipelines.models import Pipeline
 from portal.access import get_workspace_for_user
 from portal.models import Membership
 from portal.views import _page
-from runs.models import Experiment, PipelineRun, Status
+from runs.models import Experiment, PipelineRun, Status, tagged
 
 RUN_PAGE_SIZE = 50
 EXPERIMENT_PAGE_SIZE = 50
@@ -160,13 +158,7 @@ class RunFilterForm(forms.Form):
             runs = runs.filter(created_at__lt=dt.datetime.combine(end, dt.time(), tz))
         if data.get("tag"):
             key, value = data["tag"]
-            if value is None:
-                runs = runs.filter(tags__has_key=key)
-            elif connection.vendor == "postgresql":
-                # tags @> '{"key": "value"}' is answered by the GIN index.
-                runs = runs.filter(tags__contains={key: value})
-            else:
-                runs = runs.alias(tag_value=KeyTextTransform(key, "tags")).filter(tag_value=value)
+            runs = tagged(runs, key, value)
         return runs
 
 

@@ -265,7 +265,17 @@ class Compiler:
     def add_input(
         self, where: str, inputs: dict[str, dict[str, Any]], key: str, spec: dict[str, Any]
     ) -> None:
-        if key in inputs and inputs[key] != spec:
+        known = inputs.get(key)
+        if known is not None and known != spec:
+            same_data = {k: v for k, v in known.items() if k != "mode"} == {
+                k: v for k, v in spec.items() if k != "mode"
+            }
+            if same_data and "mount" in (known.get("mode", "mount"), spec.get("mode", "mount")):
+                # The same data in arguments (plain: mounted) and in inputs=[d.as_download()]:
+                # the mode asked for explicitly wins, as in azureml.
+                modes = {known.get("mode", "mount"), spec.get("mode", "mount")} - {"mount"}
+                inputs[key] = {**spec, "mode": modes.pop() if modes else "mount"}
+                return
             self.bad(
                 where,
                 f"two different inputs are named '{key}' ({inputs[key]} and {spec}); give "

@@ -308,10 +308,12 @@ class OutputFileDatasetConfig:
     def as_upload(
         self, overwrite: bool = False, source_globs: list[str] | None = None
     ) -> OutputFileDatasetConfig:
-        """The same output, uploaded when the step finishes.
+        """The same output, uploaded when the step finishes. (Millrace always uploads outputs
+        when the step ends, mount or upload alike.)
 
         Args:
-            overwrite: replace files already at the destination.
+            overwrite: accepted for compatibility; files at the destination are always
+                replaced (give the destination ``{run-id}`` to keep every run's files apart).
             source_globs: not offered; must be None.
 
         Returns:

@@ -85,6 +85,7 @@ GOOD = {
     "param_label": "v2",
     "param_data": "workspacefilestore:in/2026/",
     "tags": "team=forecast, why=demo",
+    "continue_on_step_failure": "on",
 }
 
 
@@ -109,6 +110,7 @@ def test_a_contributor_submits_a_run_with_typed_values(
     assert run.pipeline == pipeline and run.source == "portal" and run.submitted_by == bob
     assert run.tags == {"team": "forecast", "why": "demo"}
     assert run.experiment.name == "nightly"
+    assert run.continue_on_step_failure and not run.regenerate_outputs
 
 
 @pytest.mark.parametrize(

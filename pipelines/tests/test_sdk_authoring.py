@@ -966,3 +966,21 @@ def test_a_missing_or_wrong_kind_target_raises_compute_target_exception():
         AmlCompute.provisioning_configuration(min_nodes=5, max_nodes=2)
     with pytest.raises(TypeError, match="provisioning_configuration"):
         ComputeTarget.create(ws, "x", {"vm_size": "big"})  # type: ignore[arg-type]
+
+
+def test_a_mode_asked_for_in_inputs_wins_over_the_plain_argument(tmp_path: Path) -> None:
+    source = write(tmp_path / "src", {"a.py": "pass\n"})
+    ws = FakeWorkspace(FakeClient())
+    data = PipelineData("d")
+    produce = PythonScriptStep(
+        "a.py", name="p", arguments=["--o", data], outputs=[data], source_directory=source
+    )
+    consume = PythonScriptStep(
+        "a.py",
+        name="c",
+        arguments=["--i", data],
+        inputs=[data.as_download()],
+        source_directory=source,
+    )
+    graph = Pipeline(ws, [produce, consume])._graph()  # type: ignore[arg-type]
+    assert graph["steps"][1]["inputs"] == {"d": {"pipeline_data": "d", "mode": "download"}}

@@ -26,7 +26,7 @@ from portal.models import Role
 from runs import services
 from runs.api import serializers as s
 from runs.logs import read_chunks
-from runs.models import Experiment, LogChunk, Metric, PipelineRun, Status, StepRun
+from runs.models import Experiment, LogChunk, Metric, PipelineRun, Status, StepRun, tagged
 
 LOG_NAMES = ("driver", "prep", "build", "post")
 LOG_LIMIT = 10_000
@@ -79,7 +79,7 @@ def filter_runs(qs: QuerySet[PipelineRun], request: Request) -> QuerySet[Pipelin
         key, sep, value = tag.partition(":")
         if not key:
             raise ValidationError({"tag": ["Write tag=<key> or tag=<key>:<value>."]})
-        qs = qs.filter(**{f"tags__{key}": value}) if sep else qs.filter(tags__has_key=key)
+        qs = tagged(qs, key, value if sep else None)
     if after := _when(request, "created_after"):
         qs = qs.filter(created_at__gte=after)
     if before := _when(request, "created_before"):

@@ -445,6 +445,9 @@ def test_the_runs_list_filters_and_pages_by_keyset(
     assert [r["id"] for r in tagged] == [ids[4]]
     later = (now + timedelta(hours=1)).isoformat()
     assert client.get(f"{base(ws)}runs/", {"created_after": later}).json()["results"] == []
+    # A key is data, never an ORM path: "a__b" matches nothing and breaks nothing.
+    assert client.get(f"{base(ws)}runs/?tag=i__x:4").json()["results"] == []
+    assert client.get(f"{base(ws)}runs/?tag=i__x").json()["results"] == []
     assert client.get(f"{base(ws)}runs/?status=Bogus").status_code == 400
     assert client.get(f"{base(ws)}runs/?created_after=yesterday").status_code == 400
     assert len(client.get(f"{base(ws)}runs/?status=NotStarted").json()["results"]) == 7

@@ -366,6 +366,9 @@ def test_a_contributor_cancels_a_run(client: Client, scene: Scene, bob: Any) -> 
 
 
 def test_a_contributor_resubmits_a_run(client: Client, scene: Scene, bob: Any) -> None:
+    PipelineRun.objects.filter(pk=scene.run.pk).update(
+        regenerate_outputs=True, continue_on_step_failure=True
+    )
     login(client, bob)
     before = set(PipelineRun.objects.values_list("pk", flat=True))
     response = client.post(run_url(scene, suffix="resubmit/"))
@@ -379,6 +382,7 @@ def test_a_contributor_resubmits_a_run(client: Client, scene: Scene, bob: Any) -
     assert new.parameters == scene.run.parameters
     assert new.tags == {"team": "energy"}
     assert new.pipeline_id == scene.run.pipeline_id
+    assert new.regenerate_outputs and new.continue_on_step_failure  # the same settings
     assert sorted(new.steps.values_list("name", flat=True)) == ["evaluate", "prepare", "train"]
     page = text(client.get(response["Location"]))
     assert f"Resubmitted as run {new.uuid}." in page
