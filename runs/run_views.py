@@ -9,6 +9,7 @@ likewise serves the first render and the live refresh of a finished step.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -410,21 +411,28 @@ def _snapshot_view(access: Access, step: StepRun, wanted: str) -> SnapshotView |
     return view
 
 
+SINCE_RUN = re.compile(r"changed since run ([0-9a-f-]{36})")
+
+
 def _reuse_parts_view(run: PipelineRun, step: StepRun) -> tuple[list[dict[str, Any]], Any]:
     """For a step that ran: each reuse key part, and whether it changed since the last
     completed run of this step in the experiment (the run the explanation names)."""
     if step.reused_from_id or not step.reuse_parts:
         return [], None
-    previous = (
+    candidates = (
         StepRun.objects.filter(
             run__experiment_id=run.experiment_id, name=step.name, status=Status.COMPLETED
         )
         .exclude(run=run)
         .exclude(reuse_parts={})
-        .filter(id__lt=step.id)
         .select_related("run")
-        .order_by("-finished_at", "-id")
-        .first()
+    )
+    # The run the orchestrator compared with, as its explanation names it; else the last one.
+    named = SINCE_RUN.search(step.reuse_explanation or "")
+    previous = (
+        candidates.filter(run__uuid=named.group(1)).first()
+        if named
+        else candidates.filter(id__lt=step.id).order_by("-finished_at", "-id").first()
     )
     before = previous.reuse_parts if previous else {}
     parts = []
