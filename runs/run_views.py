@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 from django.contrib import messages
@@ -43,6 +44,7 @@ from portal.views import _actor, _flash, _page
 from runs import services
 from runs.models import ACTIVE, TERMINAL, LogChunk, Metric, Output, PipelineRun, Status, StepRun
 from runs.orchestrator import REUSE_PART_WORDS
+from runs.zipstream import zip_stream
 
 # The panel shows the end of a log; the download has all of it.
 PANEL_LINES = 5000
@@ -309,6 +311,7 @@ class OutputView:
     output: Output
     browse_url: str
     download_url: str | None
+    zip_url: str | None = None
     files: list[dict[str, Any]] = field(default_factory=list)
     more: bool = False
     problem: str = ""
@@ -339,6 +342,17 @@ def _outputs_view(access: Access, step: StepRun) -> list[OutputView]:
             )
             if is_file
             else None,
+            zip_url=None
+            if is_file
+            else reverse(
+                "step-output-zip",
+                kwargs={
+                    "workspace_id": ws,
+                    "run_id": step.run.uuid,
+                    "step_id": step.uuid,
+                    "name": output.name,
+                },
+            ),
         )
         datastore = datastores.get(output.datastore)
         if not is_file and datastore is not None and step.is_terminal:
@@ -805,3 +819,33 @@ def run_compare(request: HttpRequest, workspace_id: str) -> HttpResponse:
         chart_data={"runs": [str(r.uuid)[:8] for r in runs], "charts": charts},
         run_list_url=_link("run-list", workspace_id=ws),
     )
+
+
+@login_required
+@require_GET
+def step_output_zip(
+    request: HttpRequest, workspace_id: str, run_id: str, step_id: str, name: str
+) -> HttpResponseBase:
+    """A folder output as one zip, streamed: the archive is made while it downloads."""
+    access = get_workspace_for_user(request.user, workspace_id)
+    run = _run_for(access, run_id)
+    step = _step_for(run, step_id)
+    output = step.outputs.filter(name=name).exclude(kind="file").first()
+    if output is None:
+        raise Http404("No such folder output of this step.")
+    datastore = Datastore.objects.filter(workspace=access.workspace, name=output.datastore).first()
+    if datastore is None:
+        raise Http404(f"The datastore '{output.datastore}' is no longer registered.")
+    datastore.workspace = access.workspace
+    storage = storage_for(datastore)
+    prefix = output.path
+
+    def files() -> Iterator[tuple[str, Iterator[bytes]]]:
+        for entry in storage.list(prefix, recursive=True):
+            yield entry.path[len(prefix) :] or entry.name, storage.open_read(entry.path)
+
+    response = StreamingHttpResponse(zip_stream(files()), content_type="application/zip")
+    filename = f"{step.name}-{output.name}.zip"
+    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -13,6 +13,11 @@ urlpatterns = [
     path("runs/<str:run_id>/resubmit/", run_views.run_resubmit, name="run-resubmit"),
     path("runs/<str:run_id>/steps/<str:step_id>/", run_views.step_detail, name="step-detail"),
     path(
+        "runs/<str:run_id>/steps/<str:step_id>/outputs/<str:name>.zip",
+        run_views.step_output_zip,
+        name="step-output-zip",
+    ),
+    path(
         "runs/<str:run_id>/steps/<str:step_id>/log.txt",
         run_views.step_log_download,
         name="step-log-download",

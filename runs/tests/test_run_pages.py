@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -500,6 +501,24 @@ def test_an_output_link_opens_the_datastore_preview(
     preview = text(client.get(link.group(1)))
     assert 'id="csv-preview"' in preview
     assert "<th>x</th><th>y</th>" in preview
+
+
+def test_a_folder_output_downloads_as_one_zip_streamed(
+    client: Client, scene: Scene, carol: Any, charlie: Any
+) -> None:
+    login(client, carol)
+    page = client.get(step_url(scene, scene.prepare)).content.decode()
+    link = re.search(r'<a class="[^"]*output-zip" href="([^"]+)"', page)
+    assert link is not None
+    response = client.get(link.group(1))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert "points.csv" in archive.namelist()
+    assert archive.read("points.csv").startswith(b"x,y")
+    assert client.get(link.group(1).replace(".zip", "-nope.zip")).status_code == 404
+    client.logout()
+    login(client, charlie)
+    assert client.get(link.group(1)).status_code == 404
 
 
 def test_a_reused_step_shows_its_origin_and_explanation(
