@@ -33,9 +33,12 @@ from runs.services import submit_pipeline_run
 # --- helpers -----------------------------------------------------------------------------------
 
 
+def body_of(response: Any) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 def text(response: Any) -> str:
-    body = b"".join(response.streaming_content) if response.streaming else response.content
-    return html.unescape(body.decode())
+    return html.unescape(body_of(response).decode())
 
 
 def login(client: Client, user: Any) -> Client:
@@ -512,7 +515,8 @@ def test_a_folder_output_downloads_as_one_zip_streamed(
     assert link is not None
     response = client.get(link.group(1))
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert response.streaming  # made while it downloads
+    archive = zipfile.ZipFile(io.BytesIO(body_of(response)))
     assert "points.csv" in archive.namelist()
     assert archive.read("points.csv").startswith(b"x,y")
     assert client.get(link.group(1).replace(".zip", "-nope.zip")).status_code == 404
