@@ -95,6 +95,11 @@ def _database() -> dict[str, object]:
         config["CONN_MAX_AGE"] = 0
     if env_bool("MILLRACE_ASGI", False):  # set by portal/asgi.py for the web process
         config["CONN_MAX_AGE"] = 0
+        if config["ENGINE"] == "django.db.backends.postgresql":
+            # Not a connection per request: a pool shared by the request threads (psycopg_pool).
+            options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
+            options["pool"] = {"min_size": 1, "max_size": 20, "timeout": 30}
+            config["OPTIONS"] = options
     return config
 
 
