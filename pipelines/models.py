@@ -84,3 +84,26 @@ class SnapshotBlob(models.Model):
 
     def __str__(self) -> str:
         return self.sha256[:12]
+
+
+def with_run_summary(pipelines: models.QuerySet[Pipeline]) -> models.QuerySet[Pipeline]:
+    """Pipelines annotated with ``run_count``, ``last_run_uuid``, ``last_run_status`` and
+    ``last_run_at`` in the same query (correlated subqueries: no join over every run)."""
+    from runs.models import PipelineRun
+
+    latest = PipelineRun.objects.filter(pipeline=models.OuterRef("pk")).order_by(
+        "-created_at", "-id"
+    )
+    run_count = (
+        PipelineRun.objects.filter(pipeline=models.OuterRef("pk"))
+        .order_by()
+        .values("pipeline")
+        .annotate(n=models.Count("*"))
+        .values("n")
+    )
+    return pipelines.annotate(
+        last_run_at=models.Subquery(latest.values("created_at")[:1]),
+        last_run_status=models.Subquery(latest.values("status")[:1]),
+        last_run_uuid=models.Subquery(latest.values("uuid")[:1]),
+        run_count=models.Subquery(run_count, output_field=models.IntegerField()),
+    )

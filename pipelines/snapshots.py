@@ -145,7 +145,7 @@ def store_blob(
             raise ValidationError(
                 {"sha256": f"The content's sha256 is {actual}, not {sha256}; nothing was kept."}
             )
-        storage.copy(incoming, blob_path(sha256), overwrite=True)
+        storage.move(incoming, blob_path(sha256), overwrite=True)
     finally:
         with contextlib.suppress(NotFound):
             storage.delete(incoming)
@@ -197,8 +197,11 @@ def check_manifest(manifest: Any) -> dict[str, dict[str, Any]]:
     return clean
 
 
-def commit_snapshot(workspace: Workspace, manifest: dict[str, dict[str, Any]]) -> Snapshot:
+def commit_snapshot(
+    workspace: Workspace, manifest: dict[str, dict[str, Any]]
+) -> tuple[Snapshot, bool]:
     """Record a manifest whose blobs are all stored. Idempotent: same files → same row.
+    Returns the snapshot and whether it is new.
 
     Raises:
         ValidationError: bad paths or entries, or files not uploaded yet (named).
@@ -207,7 +210,7 @@ def commit_snapshot(workspace: Workspace, manifest: dict[str, dict[str, Any]]) -
     digest = manifest_digest(manifest)
     existing = Snapshot.objects.filter(workspace=workspace, digest=digest).first()
     if existing is not None:
-        return existing
+        return existing, False
     absent = missing_blobs(workspace, {m["sha256"] for m in manifest.values()})
     if absent:
         paths = sorted(p for p, m in manifest.items() if m["sha256"] in absent)
@@ -215,14 +218,15 @@ def commit_snapshot(workspace: Workspace, manifest: dict[str, dict[str, Any]]) -
         raise ValidationError({"manifest": f"{len(paths)} file(s) are not uploaded yet: {shown}."})
     try:
         with transaction.atomic():
-            return Snapshot.objects.create(
+            created = Snapshot.objects.create(
                 workspace=workspace,
                 digest=digest,
                 manifest=manifest,
                 total_bytes=sum(m["size"] for m in manifest.values()),
             )
-    except IntegrityError:
-        return Snapshot.objects.get(workspace=workspace, digest=digest)
+        return created, True
+    except IntegrityError:  # committed concurrently
+        return Snapshot.objects.get(workspace=workspace, digest=digest), False
 
 
 def snapshot_from_directory(workspace: Workspace, directory: Path) -> tuple[Snapshot, int]:
@@ -237,7 +241,8 @@ def snapshot_from_directory(workspace: Workspace, directory: Path) -> tuple[Snap
         with source.open("rb") as fh:
             store_blob(workspace, sha, fh, size, limit=max(size, 1))
         uploaded += size
-    return commit_snapshot(workspace, manifest), uploaded
+    snapshot, _ = commit_snapshot(workspace, manifest)
+    return snapshot, uploaded
 
 
 def materialize(snapshot: Snapshot, cache_root: Path) -> Path:

@@ -10,14 +10,14 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, F, IntegerField, OuterRef, Q, Subquery
+from django.db.models import F, Q
 from django.db.models.fields.json import KeyTransform
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from pipelines.forms import SubmitRunForm, field_name
-from pipelines.models import Pipeline
+from pipelines.models import Pipeline, with_run_summary
 from portal.access import Access, get_workspace_for_user
 from portal.models import Role
 from portal.services import Actor
@@ -52,17 +52,9 @@ def pipeline_list(request: HttpRequest, workspace_id: str) -> HttpResponse:
     if sort not in SORTS:
         sort = "-created"
     field, descending, _ = SORTS[sort]
-    latest = PipelineRun.objects.filter(pipeline=OuterRef("pk")).order_by("-created_at", "-id")
-    run_count = (
-        PipelineRun.objects.filter(pipeline=OuterRef("pk"))
-        .order_by()
-        .values("pipeline")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
     # The graph stays in the database; parameters come from a JSON key, not the whole graph.
     pipelines = (
-        Pipeline.objects.filter(workspace=access.workspace)
+        with_run_summary(Pipeline.objects.filter(workspace=access.workspace))
         .select_related("created_by")
         .only(
             "uuid",
@@ -73,13 +65,7 @@ def pipeline_list(request: HttpRequest, workspace_id: str) -> HttpResponse:
             "created_at",
             "created_by__username",
         )
-        .annotate(
-            parameter_specs=KeyTransform("parameters", "graph"),
-            last_run_at=Subquery(latest.values("created_at")[:1]),
-            last_run_status=Subquery(latest.values("status")[:1]),
-            last_run_uuid=Subquery(latest.values("uuid")[:1]),
-            run_count=Subquery(run_count, output_field=IntegerField()),
-        )
+        .annotate(parameter_specs=KeyTransform("parameters", "graph"))
         .order_by(
             F(field).desc(nulls_last=True) if descending else F(field).asc(nulls_first=True),
             "-id",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.db import connection
@@ -158,11 +158,24 @@ def read_chunks(
     return out
 
 
-def log_text(step: StepRun, log_name: str = "driver") -> str:
-    """The whole log as text (the azureml-logs file)."""
-    lines: list[str] = []
+# Each log of a step and its Azure file name (azureml-logs/<name>).
+LOG_FILES = {
+    "driver": "70_driver_log.txt",
+    "prep": "65_job_prep.txt",
+    "build": "20_image_build_log.txt",
+    "post": "75_job_post.txt",
+}
+LOG_NAMES = tuple(LOG_FILES)
+
+
+def iter_log_text(step: StepRun, log_name: str = "driver") -> Iterator[bytes]:
+    """The whole log as UTF-8 text, one stored chunk at a time (for streamed downloads)."""
     for chunk in (
         LogChunk.objects.filter(step_run=step, log=log_name).order_by("first_seq").iterator()
     ):
-        lines.extend(text for _, _, text in chunk.lines)
-    return "\n".join(lines) + ("\n" if lines else "")
+        yield "".join(f"{text}\n" for _, _, text in chunk.lines).encode()
+
+
+def log_text(step: StepRun, log_name: str = "driver") -> str:
+    """The whole log as text (the azureml-logs file)."""
+    return b"".join(iter_log_text(step, log_name)).decode()

@@ -42,6 +42,8 @@ from portal.models import Datastore, Role
 from portal.storage import StorageError
 from portal.views import _actor, _flash, _page
 from runs import services
+from runs.downloads import log_download
+from runs.logs import LOG_FILES, LOG_NAMES
 from runs.models import ACTIVE, TERMINAL, LogChunk, Metric, Output, PipelineRun, Status, StepRun
 from runs.orchestrator import REUSE_PART_WORDS
 from runs.zipstream import zip_stream
@@ -49,13 +51,6 @@ from runs.zipstream import zip_stream
 # The panel shows the end of a log; the download has all of it.
 PANEL_LINES = 5000
 SYSTEM_LOGS = ("build", "prep", "post")
-LOG_NAMES = ("driver", *SYSTEM_LOGS)
-LOG_FILES = {
-    "driver": "70_driver_log.txt",
-    "prep": "65_job_prep.txt",
-    "build": "20_image_build_log.txt",
-    "post": "75_job_post.txt",
-}
 PHASES = ("queued", "environment", "inputs", "running", "outputs")
 SOURCES = {"sdk": "SDK", "rest": "REST API", "portal": "portal", "schedule": "schedule"}
 COMPARE_MIN, COMPARE_MAX = 2, 10
@@ -617,13 +612,6 @@ def step_detail(request: HttpRequest, workspace_id: str, run_id: str, step_id: s
     return _page(request, "runs/step_detail.html", access, seqs=seqs, **context)
 
 
-def _log_lines(source: StepRun, log_name: str) -> Iterator[bytes]:
-    for chunk in (
-        LogChunk.objects.filter(step_run=source, log=log_name).order_by("first_seq").iterator()
-    ):
-        yield "".join(f"{text}\n" for _, _, text in chunk.lines).encode()
-
-
 @login_required
 @require_GET
 def step_log_download(
@@ -639,14 +627,7 @@ def step_log_download(
             f"Unknown log '{log_name}': use one of {', '.join(LOG_NAMES)}.",
             content_type="text/plain",
         )
-    source = step.reused_from or step
-    response = StreamingHttpResponse(
-        _log_lines(source, log_name), content_type="text/plain; charset=utf-8"
-    )
-    safe_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in step.name)
-    response["Content-Disposition"] = f'attachment; filename="{safe_name}-{LOG_FILES[log_name]}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return log_download(step, log_name)
 
 
 @login_required

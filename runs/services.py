@@ -54,41 +54,52 @@ def known_in(workspace: Workspace, graph: dict[str, Any]) -> Known:
     )
 
 
-def validate_pipeline(
+def _check(
     workspace: Workspace,
-    graph: dict[str, Any],
-    parameters: dict[str, Any] | None = None,
+    graph: Any,
+    parameters: dict[str, Any] | None,
     local_snapshots: dict[str, list[str]] | None = None,
-) -> dict[str, list[str]]:
-    """Check a graph (and parameter values) against the workspace; raise ValidationError
-    listing every problem, keyed by where it is (parameter values only when given).
-    ``local_snapshots`` (digest → file paths)
-    describes source directories a client has not uploaded yet, so a graph can be checked
-    before anything is sent."""
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The graph's dependencies and the resolved parameter values (values are checked only
+    when ``parameters`` is given). Raises ValidationError listing every problem of both."""
     known = known_in(workspace, graph)
     if local_snapshots:
         known.snapshots = {**local_snapshots, **known.snapshots}
     problems: list[Problem] = []
     deps: dict[str, list[str]] = {}
+    values: dict[str, Any] = {}
     try:
         deps = validate(graph, known)
     except GraphError as exc:
         problems += exc.problems
-    # Values are checked when given (a submission); a stored pipeline may leave a parameter
-    # without a default, to be given at each submission.
     if (
         parameters is not None
         and isinstance(graph, dict)
         and isinstance(graph.get("parameters", {}), dict)
     ):
         try:
-            resolve_parameters(graph, parameters, known)
-        except (GraphError, KeyError, TypeError) as exc:
-            # A malformed parameter spec is already reported by validate().
-            problems += exc.problems if isinstance(exc, GraphError) else []
+            values = resolve_parameters(graph, parameters, known)
+        except GraphError as exc:
+            problems += exc.problems
+        except (KeyError, TypeError):
+            pass  # a malformed parameter spec, already reported by validate()
     if problems:
         raise _graph_error(GraphError(problems))
-    return deps
+    return deps, values
+
+
+def validate_pipeline(
+    workspace: Workspace,
+    graph: dict[str, Any],
+    parameters: dict[str, Any] | None = None,
+    local_snapshots: dict[str, list[str]] | None = None,
+) -> dict[str, list[str]]:
+    """Check a graph (and parameter values, when given: a stored pipeline may leave a
+    parameter without a default, to be given at each submission) against the workspace;
+    raise ValidationError listing every problem, keyed by where it is. ``local_snapshots``
+    (digest → file paths) describes source directories a client has not uploaded yet, so a
+    graph can be checked before anything is sent."""
+    return _check(workspace, graph, parameters, local_snapshots)[0]
 
 
 def submit_pipeline_run(
@@ -126,12 +137,7 @@ def submit_pipeline_run(
         raise ValidationError({"source": f"One of: {', '.join(SOURCES)}."})
     if pipeline_parameters is not None and not isinstance(pipeline_parameters, dict):
         raise ValidationError({"pipeline_parameters": "Give an object of name → value."})
-    known = known_in(workspace, graph or {})
-    try:
-        deps = validate(graph, known)
-        values = resolve_parameters(graph or {}, pipeline_parameters, known)
-    except GraphError as exc:
-        raise _graph_error(exc) from None
+    deps, values = _check(workspace, graph, pipeline_parameters or {})
     assert graph is not None
     title = clean_pipeline_name(pipeline_name, name)
     if tags is not None and (

@@ -31,7 +31,7 @@ from portal.realtime import MetricPoint, publish, run_group
 from portal.storage import NotFound
 from runs.executors.base import Execution, Executor, ExecutorError, Launch, Mount
 from runs.graph import max_retries_of
-from runs.logs import LineSplitter, LogWriter, log_text
+from runs.logs import LOG_FILES, LineSplitter, LogWriter, log_text
 from runs.models import TERMINAL, Metric, Output, Status, StepAttempt, StepRun
 from runs.orchestrator import (
     advance_run,
@@ -405,12 +405,7 @@ def _store_log_files(step: StepRun) -> None:
     """azureml-logs/70_driver_log.txt etc. next to the step's outputs, after it ends."""
     datastore = _datastore(step, "workspaceblobstore")
     storage = storage_for(datastore)
-    for log_name, file_name in (
-        ("driver", "70_driver_log.txt"),
-        ("prep", "65_job_prep.txt"),
-        ("build", "20_image_build_log.txt"),
-        ("post", "75_job_post.txt"),
-    ):
+    for log_name, file_name in LOG_FILES.items():
         text = log_text(step, log_name).encode()
         if text:
             storage.write(

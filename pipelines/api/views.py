@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -20,10 +20,9 @@ from rest_framework.views import APIView
 
 from pipelines import services, snapshots
 from pipelines.api import serializers as s
-from pipelines.models import Pipeline, Snapshot
+from pipelines.models import Pipeline, Snapshot, with_run_summary
 from portal.api.views import WorkspaceScopedMixin, actor_for, parse_uuid, validated
 from portal.models import Role
-from runs.models import PipelineRun
 from runs.services import validate_pipeline
 
 
@@ -58,10 +57,7 @@ class SnapshotViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
         """Commit a manifest whose files are all uploaded (idempotent: 200 if it exists)."""
         self.access.require(Role.CONTRIBUTOR, "uploading snapshots")
         manifest = validated(s.SnapshotCommitSerializer, request)["manifest"]
-        digest = snapshots.manifest_digest(snapshots.check_manifest(manifest))
-        existed = self.get_queryset().filter(digest=digest).exists()
-        snapshot = snapshots.commit_snapshot(self.access.workspace, manifest)
-        created = not existed
+        snapshot, created = snapshots.commit_snapshot(self.access.workspace, manifest)
         return Response(
             s.SnapshotSerializer(snapshot).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -123,17 +119,6 @@ class SnapshotFileView(WorkspaceScopedMixin, APIView):
         return response
 
 
-def annotated_pipelines(queryset: QuerySet[Pipeline]) -> QuerySet[Pipeline]:
-    """Pipelines with their run count and last run, in one query."""
-    last = PipelineRun.objects.filter(pipeline=OuterRef("pk")).order_by("-created_at", "-id")
-    return queryset.annotate(
-        run_count=Count("runs", distinct=True),
-        last_run_uuid=Subquery(last.values("uuid")[:1]),
-        last_run_status=Subquery(last.values("status")[:1]),
-        last_run_at=Subquery(last.values("created_at")[:1]),
-    ).select_related("created_by")
-
-
 class PipelineViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
     """Pipelines: immutable graphs (format: runs/graph.py). Storing the same graph again
     answers the stored pipeline."""
@@ -144,7 +129,9 @@ class PipelineViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
     ORDERINGS = ("name", "-name", "created_at", "-created_at", "step_count", "-step_count")
 
     def get_queryset(self) -> QuerySet[Pipeline]:
-        return annotated_pipelines(Pipeline.objects.filter(workspace=self.access.workspace))
+        return with_run_summary(
+            Pipeline.objects.filter(workspace=self.access.workspace)
+        ).select_related("created_by")
 
     @extend_schema(
         parameters=[

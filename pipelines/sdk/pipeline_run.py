@@ -29,6 +29,7 @@ from pipelines.sdk.step_run import (
     StepRun,
     StepRunOutput,
     _error_dict,
+    _ServerRun,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["LOG_FILES", "PipelineRun", "PortDataReference", "StepRun", "StepRunOutput"]
 
 
-class PipelineRun:
+class PipelineRun(_ServerRun):
     """One run of a pipeline.
 
     ``PipelineRun(experiment, run_id)`` fetches an existing run; ``Experiment.submit`` returns
@@ -108,21 +109,7 @@ class PipelineRun:
     def _path(self) -> str:
         return _run_path(self._workspace, self.id)
 
-    def _refresh(self) -> dict[str, Any]:
-        self._data = dict(self._client.get_json(self._path))
-        return self._data
-
     # ----- identity ---------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        """The run's id (a UUID)."""
-        return str(self._data["id"])
-
-    @property
-    def status(self) -> str:
-        """The status as last read from the server (``get_status()`` reads it again)."""
-        return str(self._data.get("status") or "")
 
     @property
     def type(self) -> str:
@@ -153,18 +140,6 @@ class PipelineRun:
         )
 
     # ----- reading ----------------------------------------------------------------------
-
-    def get_status(self) -> str:
-        """The run's status now.
-
-        Returns:
-            One of NotStarted, Queued, Preparing, Running, Finalizing, CancelRequested,
-            Completed, Failed, Canceled.
-
-        Raises:
-            MillraceError: the server could not answer.
-        """
-        return str(self._refresh().get("status") or "")
 
     def get_details(self) -> dict[str, Any]:
         """The run's details, shaped like azureml's.

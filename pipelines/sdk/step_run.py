@@ -48,7 +48,48 @@ def _error_dict(message: str, code: str = "UserError") -> dict[str, Any] | None:
     return {"error": {"code": code, "message": message}}
 
 
-class StepRun:
+class _ServerRun:
+    """What a pipeline run and a step run share: the server's JSON for it (``_data``), read
+    again by ``_refresh()`` from ``_path``, and the identity and status in it."""
+
+    _data: dict[str, Any]
+
+    @property
+    def _client(self) -> HttpClient:
+        raise NotImplementedError
+
+    @property
+    def _path(self) -> str:
+        raise NotImplementedError
+
+    def _refresh(self) -> dict[str, Any]:
+        self._data = dict(self._client.get_json(self._path))
+        return self._data
+
+    @property
+    def id(self) -> str:
+        """The run's id (a UUID)."""
+        return str(self._data["id"])
+
+    @property
+    def status(self) -> str:
+        """The status as last read from the server (``get_status()`` reads it again)."""
+        return str(self._data.get("status") or "")
+
+    def get_status(self) -> str:
+        """The status now.
+
+        Returns:
+            One of NotStarted, Queued, Preparing, Running, Finalizing, CancelRequested,
+            Completed, Failed, Canceled.
+
+        Raises:
+            MillraceError: the server could not answer.
+        """
+        return str(self._refresh().get("status") or "")
+
+
+class StepRun(_ServerRun):
     """One step of a pipeline run. Get them from ``PipelineRun.get_steps()`` or
     ``find_step_run(name)``; do not construct them.
 
@@ -57,7 +98,6 @@ class StepRun:
     """
 
     parent: PipelineRun
-    _data: dict[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError(
@@ -84,26 +124,12 @@ class StepRun:
     def _started(self) -> Any:
         return parse_time(self._data.get("started_at"))
 
-    def _refresh(self) -> dict[str, Any]:
-        self._data = dict(self._client.get_json(self._path))
-        return self._data
-
     # ----- identity ---------------------------------------------------------------------
-
-    @property
-    def id(self) -> str:
-        """The step run's id (a UUID)."""
-        return str(self._data["id"])
 
     @property
     def name(self) -> str:
         """The step's name in the pipeline."""
         return str(self._data.get("name") or "")
-
-    @property
-    def status(self) -> str:
-        """The status as last read from the server (``get_status()`` reads it again)."""
-        return str(self._data.get("status") or "")
 
     @property
     def type(self) -> str:
@@ -141,14 +167,6 @@ class StepRun:
         return f"StepRun(name={self.name!r}, id={self.id!r}, status={self.status!r})"
 
     # ----- reading ----------------------------------------------------------------------
-
-    def get_status(self) -> str:
-        """The step's status now.
-
-        Returns:
-            The status text (see the module docstring).
-        """
-        return str(self._refresh().get("status") or "")
 
     def get_details(self) -> dict[str, Any]:
         """The step run's details, shaped like azureml's.
@@ -201,9 +219,7 @@ class StepRun:
             step shows the metrics of the step run it reuses.
         """
         body = self._client.get_json(f"{self._path}metrics/")
-        summary = body.get("summary")
-        if not isinstance(summary, dict):
-            summary = _summarize(body.get("metrics") or [])
+        summary = body.get("summary") or {}  # the server summarises, as runs/ metrics do
         if name is not None:
             return {name: summary[name]} if name in summary else {}
         return dict(summary)
@@ -582,27 +598,6 @@ class StepRunOutput:
 
 def _datastore_path(step: StepRun, name: str) -> str:
     return f"{step.parent.workspace._api}datastores/{quote(name, safe='')}/"
-
-
-def _summarize(metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    """Azure's ``get_metrics()`` shape from the server's metric points, for a server that
-    does not send its own summary."""
-    out: dict[str, Any] = {}
-    count: dict[str, int] = {}
-    for metric in metrics:
-        kind, name, value = metric.get("kind"), str(metric.get("name")), metric.get("value")
-        if kind == "tag":
-            continue
-        count[name] = count.get(name, 0) + 1
-        if kind == "row" and isinstance(value, dict):
-            table = out.setdefault(name, {})
-            for column, cell in value.items():
-                table.setdefault(column, []).append(cell)
-        elif kind == "scalar" and count[name] > 1:
-            out[name] = [out[name], value] if count[name] == 2 else [*out[name], value]
-        else:
-            out[name] = value
-    return out
 
 
 def _local_file(name: str, output_file_path: str | os.PathLike[str] | None) -> str:

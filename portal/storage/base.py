@@ -157,6 +157,13 @@ class Storage(ABC):
             target, _IterStream(self.open_read(source)), overwrite=overwrite, length=size
         )
 
+    def move(self, source: str, target: str, *, overwrite: bool = False) -> Entry:
+        """Move a file within this storage: a copy, then the source deleted (kinds that can
+        rename in place do that instead)."""
+        entry = self.copy(source, target, overwrite=overwrite)
+        self.delete(source)
+        return entry
+
     def upload_dir(
         self,
         local_dir: Path,

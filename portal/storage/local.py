@@ -132,6 +132,29 @@ class LocalStorage(Storage):
             raise
         return self._entry(full)
 
+    def move(self, source: str, target: str, *, overwrite: bool = False) -> Entry:
+        """A rename: atomic, and no byte is copied."""
+        src, dst = self._resolve(source), self._resolve(target)
+        if not src.is_file():
+            raise NotFound(f"No file at '{clean_path(source)}'.")
+        if dst.is_dir() or (not overwrite and dst.exists()):
+            raise Conflict(clean_path(target))
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise InvalidPath(
+                f"Cannot write '{clean_path(target)}': a parent of it is a file."
+            ) from None
+        if overwrite:
+            os.replace(src, dst)
+        else:
+            try:
+                os.link(src, dst)  # fails if the target appeared meanwhile
+            except FileExistsError:
+                raise Conflict(clean_path(target)) from None
+            os.unlink(src)
+        return self._entry(dst)
+
     def delete(self, path: str) -> int:
         full = self._resolve(path)
         if full.is_dir():

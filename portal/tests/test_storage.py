@@ -207,6 +207,27 @@ def test_copy(storage: Storage) -> None:
         storage.copy("src/missing.bin", "dst/d.bin")
 
 
+def test_move(storage: Storage) -> None:
+    data = os.urandom(300_000)
+    put(storage, "src/a.bin", data)
+    put(storage, "dst/c.bin", b"old")
+    with pytest.raises(Conflict):
+        storage.move("src/a.bin", "dst/c.bin")
+    assert read(storage, "dst/c.bin") == b"old" and read(storage, "src/a.bin") == data
+    entry = storage.move("src/a.bin", "dst/deep/b.bin")
+    assert entry.path == "dst/deep/b.bin" and entry.size == len(data)
+    assert read(storage, "dst/deep/b.bin") == data
+    with pytest.raises(NotFound):
+        storage.stat("src/a.bin")
+    put(storage, "src/e.bin", b"new")
+    storage.move("src/e.bin", "dst/c.bin", overwrite=True)
+    assert read(storage, "dst/c.bin") == b"new"
+    with pytest.raises(NotFound):
+        storage.move("src/missing.bin", "dst/d.bin")
+    with pytest.raises(InvalidPath):
+        storage.move("dst/c.bin", "../escape.bin")
+
+
 def make_tree(root: Path) -> dict[str, str]:
     """A nested folder of files (one bigger than a transfer chunk); returns path → sha256."""
     files = {

@@ -3,12 +3,10 @@ outputs; experiments. Thin: look up, validate, call one service, answer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -25,10 +23,10 @@ from portal.api.views import WorkspaceScopedMixin, actor_for, parse_uuid, valida
 from portal.models import Role
 from runs import services
 from runs.api import serializers as s
-from runs.logs import read_chunks
+from runs.downloads import log_download
+from runs.logs import LOG_NAMES, read_chunks
 from runs.models import Experiment, LogChunk, Metric, PipelineRun, Status, StepRun, tagged
 
-LOG_NAMES = ("driver", "prep", "build", "post")
 LOG_LIMIT = 10_000
 
 
@@ -269,7 +267,7 @@ class StepViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
         if after < 0 or not 1 <= limit <= LOG_LIMIT:
             raise ValidationError({"limit": [f"after ≥ 0 and 1 ≤ limit ≤ {LOG_LIMIT}."]})
         if params.get("format") == "text":
-            return _text_log(source, log_name)
+            return log_download(step, log_name)
         lines: list[list[Any]] = []
         last = after
         more = False
@@ -320,18 +318,6 @@ class StepViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
         return Response(
             {"outputs": s.OutputSerializer(step.outputs.order_by("name"), many=True).data}
         )
-
-
-def _text_log(step: StepRun, log_name: str) -> StreamingHttpResponse:
-    def lines() -> Iterator[bytes]:
-        for chunk in (
-            LogChunk.objects.filter(step_run=step, log=log_name).order_by("first_seq").iterator()
-        ):
-            yield "".join(f"{text}\n" for _, _, text in chunk.lines).encode()
-
-    response = StreamingHttpResponse(lines(), content_type="text/plain; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{step.name}-{log_name}.txt"'
-    return response
 
 
 class ExperimentViewSet(WorkspaceScopedMixin, viewsets.GenericViewSet):
