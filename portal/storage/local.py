@@ -98,13 +98,11 @@ class LocalStorage(Storage):
                     remaining -= len(chunk)
                 yield chunk
 
-    def write(
-        self, path: str, stream: Readable, *, overwrite: bool = False, length: int | None = None
-    ) -> Entry:
+    def _target(self, path: str, overwrite: bool) -> Path:
+        """Where ``path`` will be put: refused if it is a folder, or exists and may not be
+        replaced; its parent folders made."""
         full = self._resolve(path)
-        if full.is_dir():
-            raise Conflict(clean_path(path))
-        if not overwrite and full.exists():
+        if full.is_dir() or (not overwrite and full.exists()):
             raise Conflict(clean_path(path))
         try:
             full.parent.mkdir(parents=True, exist_ok=True)
@@ -112,20 +110,32 @@ class LocalStorage(Storage):
             raise InvalidPath(
                 f"Cannot write '{clean_path(path)}': a parent of it is a file."
             ) from None
+        return full
+
+    @staticmethod
+    def _place(source: str | Path, full: Path, path: str, overwrite: bool) -> None:
+        """Rename ``source`` onto ``full`` in one step (never over an existing file unless
+        ``overwrite``: a target that appeared meanwhile is a Conflict)."""
+        if overwrite:
+            os.replace(source, full)
+            return
+        try:
+            os.link(source, full)
+        except FileExistsError:
+            raise Conflict(clean_path(path)) from None
+        os.unlink(source)
+
+    def write(
+        self, path: str, stream: Readable, *, overwrite: bool = False, length: int | None = None
+    ) -> Entry:
+        full = self._target(path, overwrite)
         # Write beside the target, then move it into place in one step, so no reader ever sees
         # half a file and a failed upload leaves nothing behind.
         fd, tmp_name = tempfile.mkstemp(dir=full.parent, prefix=f".{full.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(stream, out, CHUNK_SIZE)
-            if overwrite:
-                os.replace(tmp_name, full)
-            else:
-                try:
-                    os.link(tmp_name, full)  # fails if the target appeared meanwhile
-                except FileExistsError:
-                    raise Conflict(clean_path(path)) from None
-                os.unlink(tmp_name)
+            self._place(tmp_name, full, path, overwrite)
         except BaseException:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
@@ -134,26 +144,12 @@ class LocalStorage(Storage):
 
     def move(self, source: str, target: str, *, overwrite: bool = False) -> Entry:
         """A rename: atomic, and no byte is copied."""
-        src, dst = self._resolve(source), self._resolve(target)
+        src = self._resolve(source)
         if not src.is_file():
             raise NotFound(f"No file at '{clean_path(source)}'.")
-        if dst.is_dir() or (not overwrite and dst.exists()):
-            raise Conflict(clean_path(target))
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise InvalidPath(
-                f"Cannot write '{clean_path(target)}': a parent of it is a file."
-            ) from None
-        if overwrite:
-            os.replace(src, dst)
-        else:
-            try:
-                os.link(src, dst)  # fails if the target appeared meanwhile
-            except FileExistsError:
-                raise Conflict(clean_path(target)) from None
-            os.unlink(src)
-        return self._entry(dst)
+        full = self._target(target, overwrite)
+        self._place(src, full, target, overwrite)
+        return self._entry(full)
 
     def delete(self, path: str) -> int:
         full = self._resolve(path)
