@@ -235,6 +235,28 @@ def test_validate_accepts_source_directories_not_uploaded_yet(
     assert "'main.py' is not in the step's source directory" in str(wrong.json()["fields"])
 
 
+def test_validate_and_create_refuse_malformed_bodies_and_store_nothing(
+    api: Any, alice: Any, ws: Workspace, digest: str
+) -> None:
+    client = api(alice)
+    url = f"{base(ws)}pipelines/validate/"
+    for body, field in [
+        ({"graph": graph_of(digest), "snapshots": ["not", "a", "map"]}, "snapshots"),
+        ({"graph": graph_of(digest), "snapshots": {"d": [1, 2]}}, "snapshots"),
+        ({"graph": graph_of(digest), "parameters": [1]}, "parameters"),
+        ({"graph": "steps"}, "graph"),
+        ({"graph": {"steps": []}}, "steps"),
+    ]:
+        answer = client.post(url, body, format="json")
+        assert answer.status_code == 400, body
+        assert any(key.startswith(field) for key in answer.json()["fields"]), answer.json()
+    cyclic = graph_of(digest)
+    cyclic["steps"][0]["run_after"] = ["train"]
+    created = client.post(f"{base(ws)}pipelines/", {"graph": cyclic, "name": "C"}, format="json")
+    assert created.status_code == 400 and "cycle" in str(created.json()["fields"])
+    assert not Pipeline.objects.exists()
+
+
 def test_storing_the_same_graph_twice_gives_one_pipeline(
     api: Any, alice: Any, ws: Workspace, digest: str
 ) -> None:
@@ -407,7 +429,16 @@ def test_tags_are_merged(api: Any, alice: Any, ws: Workspace, digest: str) -> No
     ).json()["id"]
     answer = client.post(f"{base(ws)}runs/{run_id}/tags/", {"tags": {"b": "2"}}, format="json")
     assert answer.json()["tags"] == {"a": "1", "b": "2"}
-    assert client.post(f"{base(ws)}runs/{run_id}/tags/", {"tags": {"c": 3}}, format="json")
+    bad = [
+        {"tags": {"": "x"}},  # an empty key
+        {"tags": ["a", "b"]},  # not an object
+        {"tags": {f"k{i}": "v" for i in range(101)}},  # over the limit of 100
+        {"labels": {"a": "b"}},  # an unknown field
+    ]
+    for body in bad:
+        refused = client.post(f"{base(ws)}runs/{run_id}/tags/", body, format="json")
+        assert refused.status_code == 400, body
+    assert PipelineRun.objects.get(uuid=run_id).tags == {"a": "1", "b": "2"}
 
 
 def test_the_runs_list_filters_and_pages_by_keyset(
